@@ -1,0 +1,37 @@
+"""Data sources and input pipelines for segjax.
+
+Only light modules are imported here so that `import data_pipelines` never pulls in
+TensorFlow; dataset modules load on demand in `build_source`.
+"""
+
+DATASETS = ("synthetic", "camvid")
+
+
+class DataError(ValueError):
+    """Bad or missing dataset files; the message names the path and the fix."""
+
+
+def build_source(dataset_cfg, split):
+    """Returns the random-access source (`len`, `[i]`) for `dataset_cfg.name` and `split`.
+
+    Synthetic data is a fixed dataset, not part of the training randomness, so its
+    content seed comes from `dataset_cfg.seed` (default 0, the eval split uses seed+1)
+    rather than from the run seed.
+    """
+    name = dataset_cfg.name
+    if name == "synthetic":
+        from data_pipelines.synthetic import SyntheticStreetScenes
+
+        height, width = dataset_cfg.image_size
+        seed = int(dataset_cfg.get("seed", 0))
+        if split == dataset_cfg.get("train_split", "train"):
+            return SyntheticStreetScenes(int(dataset_cfg.num_train), height, width, seed)
+        return SyntheticStreetScenes(int(dataset_cfg.num_eval), height, width, seed + 1)
+    if name == "camvid":
+        from data_pipelines.camvid import CamVidSource
+
+        return CamVidSource(dataset_cfg.get("root", None), split)
+    raise DataError(
+        f"Unknown dataset name {name!r}; valid names: {', '.join(DATASETS)}. "
+        "Set --config.dataset.name to one of them."
+    )

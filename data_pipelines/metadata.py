@@ -1,0 +1,176 @@
+"""Class tables of the supported datasets: the single source of names, colours and id maps.
+
+Loaders, metrics, logs and visualisations all read these tables, so a class name or colour
+is spelt once. Train ids are contiguous 0..num_classes-1 and every other value is ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+IGNORE_LABEL = 255
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassInfo:
+    """One training class: `source_ids` are the raw on-disk label values that map to it."""
+
+    train_id: int
+    name: str
+    color: tuple[int, int, int]
+    source_ids: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset's label space; derived arrays are cached and read-only."""
+
+    name: str
+    classes: tuple[ClassInfo, ...]
+    ignore_label: int = IGNORE_LABEL
+    ignore_color: tuple[int, int, int] = (0, 0, 0)
+
+    def __post_init__(self):
+        ids = [c.train_id for c in self.classes]
+        if ids != list(range(len(ids))):
+            raise ValueError(
+                f"{self.name}: train ids must be 0..{len(ids) - 1} in order, got {ids}"
+            )
+        if not len(ids) <= self.ignore_label <= 255:
+            raise ValueError(f"{self.name}: ignore_label {self.ignore_label} collides or overflows")
+        sources = [s for c in self.classes for s in c.source_ids]
+        if len(sources) != len(set(sources)) or not all(0 <= s <= 255 for s in sources):
+            raise ValueError(f"{self.name}: source ids must be unique values in 0..255")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.classes)
+
+    @functools.cached_property
+    def palette(self) -> np.ndarray:
+        """(256, 3) uint8 colour per label value; the ignore value and unknown values are
+        `ignore_color`, so `palette[label]` colours any uint8 label map."""
+        pal = np.zeros((256, 3), np.uint8)
+        pal[self.ignore_label] = self.ignore_color
+        for c in self.classes:
+            pal[c.train_id] = c.color
+        pal.flags.writeable = False
+        return pal
+
+    @functools.cached_property
+    def id_to_train_lut(self) -> np.ndarray:
+        """(256,) uint8 raw on-disk value -> train id (ignore_label where unmapped), so
+        `lut[raw]` converts a raw label map in one indexing op."""
+        lut = np.full(256, self.ignore_label, np.uint8)
+        for c in self.classes:
+            lut[list(c.source_ids)] = c.train_id
+        lut.flags.writeable = False
+        return lut
+
+
+def _table(name, rows, **kwargs) -> DatasetInfo:
+    return DatasetInfo(
+        name=name,
+        classes=tuple(
+            ClassInfo(i, n, tuple(rgb), (src,)) for i, (n, src, rgb) in enumerate(rows)
+        ),
+        **kwargs,
+    )
+
+
+# Cityscapes: (train name, labelId, colour) from cityscapesScripts labels.py; every other
+# labelId (unlabeled, ego vehicle, parking, rail track, guard rail, caravan, ...) is ignored.
+CITYSCAPES = _table(
+    "cityscapes",
+    [
+        ("road", 7, (128, 64, 128)),
+        ("sidewalk", 8, (244, 35, 232)),
+        ("building", 11, (70, 70, 70)),
+        ("wall", 12, (102, 102, 156)),
+        ("fence", 13, (190, 153, 153)),
+        ("pole", 17, (153, 153, 153)),
+        ("traffic light", 19, (250, 170, 30)),
+        ("traffic sign", 20, (220, 220, 0)),
+        ("vegetation", 21, (107, 142, 35)),
+        ("terrain", 22, (152, 251, 152)),
+        ("sky", 23, (70, 130, 180)),
+        ("person", 24, (220, 20, 60)),
+        ("rider", 25, (255, 0, 0)),
+        ("car", 26, (0, 0, 142)),
+        ("truck", 27, (0, 0, 70)),
+        ("bus", 28, (0, 60, 100)),
+        ("train", 31, (0, 80, 100)),
+        ("motorcycle", 32, (0, 0, 230)),
+        ("bicycle", 33, (119, 11, 32)),
+    ],
+)
+
+# CamVid, SegNet 11-class version: raw values 0..10 are the train ids; raw 11 (Unlabelled)
+# maps to 255 through the LUT.
+CAMVID = _table(
+    "camvid",
+    [
+        ("Sky", 0, (128, 128, 128)),
+        ("Building", 1, (128, 0, 0)),
+        ("Pole", 2, (192, 192, 128)),
+        ("Road", 3, (128, 64, 128)),
+        ("Pavement", 4, (60, 40, 222)),
+        ("Tree", 5, (128, 128, 0)),
+        ("SignSymbol", 6, (192, 128, 128)),
+        ("Fence", 7, (64, 64, 128)),
+        ("Car", 8, (64, 0, 128)),
+        ("Pedestrian", 9, (64, 64, 0)),
+        ("Bicyclist", 10, (0, 128, 192)),
+    ],
+)
+
+# The synthetic street scenes are labelled in Cityscapes train ids, so models and metrics
+# trained on them transfer to Cityscapes unchanged.
+_INFOS = {"cityscapes": CITYSCAPES, "camvid": CAMVID, "synthetic": CITYSCAPES}
+
+
+def get_info(name: str) -> DatasetInfo:
+    """The table for a dataset name as used in configs ('cityscapes', 'camvid', 'synthetic')."""
+    try:
+        return _INFOS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown dataset {name!r}; valid names: {', '.join(sorted(_INFOS))}"
+        ) from None
+
+
+def _as_index(label: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """uint8 view of a label map of any integer dtype; out-of-range values become ignore."""
+    label = np.asarray(label)
+    if label.dtype == np.uint8:
+        return label
+    if not np.issubdtype(label.dtype, np.integer):
+        raise TypeError(f"label must be an integer array, got {label.dtype}")
+    return np.where((label >= 0) & (label <= 255), label, info.ignore_label).astype(np.uint8)
+
+
+def colorize(label: np.ndarray, info: DatasetInfo) -> np.ndarray:
+    """(..., H, W) integer label map -> (..., H, W, 3) uint8 RGB in the dataset palette."""
+    return info.palette[_as_index(label, info)]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, info: DatasetInfo,
+            alpha: float = 0.5) -> np.ndarray:
+    """Blends the palette colour into `image` (uint8 RGB) with weight `alpha`; ignore and
+    unknown label values leave the image untouched so they read as 'no label'."""
+    image = np.asarray(image)
+    idx = _as_index(label, info)
+    if image.shape[:-1] != idx.shape or image.shape[-1] != 3:
+        raise ValueError(f"image {image.shape} and label {idx.shape} must be (H, W, 3) and (H, W)")
+    blended = (1.0 - alpha) * image + alpha * info.palette[idx].astype(np.float32)
+    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    keep = idx >= info.num_classes
+    out[keep] = image[keep]
+    return out

@@ -1,0 +1,133 @@
+"""Full-image evaluation: a global integer confusion matrix over every image exactly once.
+
+The eval iterator pads the last batch with masked examples (and every process runs the same
+number of batches), the jitted step counts `num_classes * gt + pred` over the batch-sharded
+global arrays, and the per-class IoU is computed once on the host at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from segjax import losses, metrics, sharding
+
+EVAL_MODE = "whole"
+
+
+def make_eval_step(model, num_classes: int, mesh, ignore_label: int = 255):
+    """Jitted (variables, batch) -> (confusion matrix, predictions)."""
+
+    def eval_step(variables, batch):
+        outputs = model.apply(variables, batch["image"], train=False)
+        label = batch["label"]
+        logits = losses.upsample_logits(outputs["logits"], label.shape[1:3])
+        pred = jnp.argmax(logits.astype(jnp.float32), axis=-1).astype(jnp.int32)
+        cm = metrics.confusion_matrix(pred, label, num_classes, ignore_label=ignore_label,
+                                      mask=batch["mask"])
+        return cm, pred.astype(jnp.uint8)
+
+    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(eval_step, in_shardings=(repl, data), out_shardings=(repl, data))
+
+
+def denormalize(images: np.ndarray, data_cfg) -> np.ndarray:
+    """Normalised network input back to uint8 RGB for overlays."""
+    x = images * np.asarray(data_cfg.std) + np.asarray(data_cfg.mean)
+    if data_cfg.channel_order == "bgr":
+        x = x[..., ::-1]
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def overlay_panels(images, labels, preds, info, data_cfg) -> np.ndarray:
+    """Image | ground truth overlay | prediction overlay, side by side, in the dataset palette."""
+    from data_pipelines import metadata
+
+    rgb = denormalize(np.asarray(images), data_cfg)
+    panels = []
+    for img, lab, pred in zip(rgb, np.asarray(labels), np.asarray(preds)):
+        gt = metadata.overlay(img, lab, info)
+        pr = metadata.overlay(img, pred, info)
+        panels.append(np.concatenate([img, gt, pr], axis=1))
+    return np.stack(panels)
+
+
+def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: int = 0
+                   ) -> tuple[dict, np.ndarray | None]:
+    """Evaluates `variables` on the configured eval split; returns (result, overlay panels)."""
+    from data_pipelines import pipeline
+
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    eval_step = make_eval_step(model, info.num_classes, mesh, info.ignore_label)
+    accumulator = metrics.ConfusionAccumulator(info.num_classes)
+    panels = None
+    start = time.time()
+    num_images = 0
+    for batch in pipeline.make_eval_iterator(config):
+        num_images += int(np.asarray(batch["mask"]).sum())
+        pixels = int(np.asarray(batch["label"]).size) * jax.process_count()
+        global_batch = sharding.to_global(batch, mesh)
+        cm, pred = eval_step(variables, global_batch)
+        accumulator.add(cm, pixels)
+        if panels is None and num_images_to_log and jax.process_index() == 0:
+            n = min(num_images_to_log, len(batch["image"]))
+            local_pred = np.concatenate(
+                [np.asarray(s.data) for s in pred.addressable_shards])[:n]
+            panels = overlay_panels(batch["image"][:n], batch["label"][:n], local_pred, info,
+                                    config.data)
+    result = metrics.compute_iou(accumulator.result())
+    num_images = int(sum_over_processes(num_images))
+    result.update(num_images=num_images, seconds=time.time() - start, mode=EVAL_MODE)
+    return result, panels
+
+
+def sum_over_processes(value: int) -> int:
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(np.sum(multihost_utils.process_allgather(np.asarray(value))))
+
+
+def report(result: dict, info, step: int, workdir: str | pathlib.Path | None) -> dict:
+    """Logs the per-class table and writes `eval_step_<step>.json` in the workdir."""
+    table = metrics.format_table(result, info.class_names)
+    logging.info("Evaluation at step %d (%s, %d images, mode=%s):\n%s", step, info.name,
+                 result["num_images"], result["mode"], table)
+    summary = metrics.metrics_to_dict(result, info.class_names)
+    payload = {"step": int(step), "dataset": info.name, "mode": result["mode"],
+               "num_images": result["num_images"], **summary}
+    if workdir is not None and jax.process_index() == 0:
+        path = pathlib.Path(workdir) / f"eval_step_{int(step)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(table, flush=True)
+    print(f"step {int(step)}: mIoU={100 * result['miou']:.2f} over {result['num_images']} "
+          f"{info.name} images ({result['mode']} image)", flush=True)
+    return payload
+
+
+def evaluate(config, workdir: str) -> dict[str, Any]:
+    """`--mode=evaluate`: restores the latest checkpoint in `workdir` and evaluates it."""
+    from segjax import train
+
+    setup = train.setup(config, workdir)
+    step = setup.checkpointer.latest_step()
+    if step is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {pathlib.Path(workdir, 'checkpoints').absolute()}: train first "
+            f"(--mode=train) or point --workdir at a run that has one.")
+    setup.checkpointer.check_compatible(step, setup.meta)
+    state = setup.checkpointer.restore_state_only(step, setup.state)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    result, _ = run_evaluation(setup.model, variables, config, setup.mesh, info=setup.info)
+    payload = report(result, setup.info, step, workdir)
+    setup.checkpointer.close()
+    return payload

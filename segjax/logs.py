@@ -1,0 +1,25 @@
+"""Metric writers: TensorBoard event files plus console on process 0, console only elsewhere."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+
+def hide_accelerators_from_tensorflow() -> None:
+    """TensorFlow only writes summaries here; it must not grab GPU memory JAX needs."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return
+    tf.config.set_visible_devices([], "GPU")
+
+
+def create_writer(workdir: str):
+    from clu import metric_writers
+
+    hide_accelerators_from_tensorflow()
+    return metric_writers.create_default_writer(
+        workdir, just_logging=jax.process_index() > 0, asynchronous=True)

@@ -1,0 +1,204 @@
+"""Layers shared by every model family, written to reproduce PyTorch numerics.
+
+Ported checkpoints only give the published accuracy if padding, pooling, resizing and
+BatchNorm behave exactly as in PyTorch, so those semantics live here once (NHWC layout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+IntPair = int | Sequence[int]
+
+# kaiming_normal(mode='fan_out', nonlinearity='relu'), the init of the official convs.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _pair(v: IntPair) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def torch_padding(kernel_size: IntPair, dilation: IntPair = 1) -> tuple[tuple[int, int], ...]:
+    """Symmetric 'same-size' padding d*(k//2) per axis, as PyTorch models spell it.
+
+    JAX 'SAME' pads (0, 1) for stride 2 on even inputs where PyTorch pads (1, 1).
+    """
+    (kh, kw), (dh, dw) = _pair(kernel_size), _pair(dilation)
+    return ((dh * (kh // 2),) * 2, (dw * (kw // 2),) * 2)
+
+
+def conv2d(
+    features: int,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    *,
+    padding: IntPair | None = None,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    use_bias: bool = False,
+    dtype: Dtype = jnp.float32,
+    name: str | None = None,
+) -> nn.Conv:
+    """An `nn.Conv` with PyTorch Conv2d semantics: explicit symmetric padding, fp32 params.
+
+    `padding=None` means d*(k//2) per axis; an int or pair is used as given on both sides.
+    """
+    if padding is None:
+        pad = torch_padding(kernel_size, dilation)
+    else:
+        ph, pw = _pair(padding)
+        pad = ((ph, ph), (pw, pw))
+    return nn.Conv(
+        features,
+        _pair(kernel_size),
+        strides=_pair(stride),
+        padding=pad,
+        kernel_dilation=_pair(dilation),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=kaiming_fan_out,
+        name=name,
+    )
+
+
+class BatchNorm(nn.BatchNorm):
+    """BatchNorm2d defaults: PyTorch momentum 0.1 is Flax momentum 0.9; eps 1e-5.
+
+    Pass `use_running_average=not train`. Statistics and affine params stay float32
+    whatever the compute `dtype`. The two-pass variance avoids E[x²]−E[x]² cancellation, which
+    made gradients depend on how the global batch was split over devices.
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    param_dtype: Dtype = jnp.float32
+    use_fast_variance: bool = False
+
+
+class ConvBN(nn.Module):
+    """conv → BN (→ ReLU), with child names chosen to mirror a PyTorch Sequential."""
+
+    features: int
+    kernel_size: IntPair = 3
+    stride: IntPair = 1
+    padding: IntPair | None = None
+    dilation: IntPair = 1
+    groups: int = 1
+    use_bias: bool = False
+    relu: bool = True
+    conv_name: str = "0"
+    bn_name: str = "1"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = conv2d(self.features, self.kernel_size, self.stride, padding=self.padding,
+                   dilation=self.dilation, groups=self.groups, use_bias=self.use_bias,
+                   dtype=self.dtype, name=self.conv_name)(x)
+        x = BatchNorm(use_running_average=not train, dtype=self.dtype, name=self.bn_name)(x)
+        return nn.relu(x) if self.relu else x
+
+
+class BNReLUConv(nn.Module):
+    """Pre-activation BN → ReLU → conv (bias-free), the unit of DAPPM-style context modules."""
+
+    features: int
+    kernel_size: IntPair = 1
+    bn_name: str = "0"
+    conv_name: str = "2"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = BatchNorm(use_running_average=not train, dtype=self.dtype, name=self.bn_name)(x)
+        return conv2d(self.features, self.kernel_size, dtype=self.dtype,
+                      name=self.conv_name)(nn.relu(x))
+
+
+class PReLU(nn.Module):
+    """Per-channel PReLU (torch `nn.PReLU(C)`); the slope is the param `alpha`.
+
+    Flax's own PReLU has a single scalar slope, which cannot hold a per-channel checkpoint.
+    """
+
+    init_value: float = 0.25
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        alpha = self.param("alpha", nn.initializers.constant(self.init_value),
+                           (x.shape[-1],), jnp.float32)
+        x = x.astype(self.dtype)
+        return jnp.where(x >= 0, x, alpha.astype(self.dtype) * x)
+
+
+def avg_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
+             padding: IntPair = 0) -> jax.Array:
+    """AvgPool2d(count_include_pad=True, ceil_mode=False): zero padding counts, sizes floor."""
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    # A Python-scalar init lets JAX use the differentiable reduce_window_sum primitive.
+    summed = jax.lax.reduce_window(
+        x, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1),
+        ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    return summed / jnp.asarray(kh * kw, x.dtype)
+
+
+def max_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
+             padding: IntPair = 0) -> jax.Array:
+    """MaxPool2d(ceil_mode=False): padding acts as -inf, sizes floor."""
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    return jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
+        ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """AdaptiveAvgPool2d(1): mean over H, W, kept as a 1×1 map."""
+    return jnp.mean(x, axis=(1, 2), keepdims=True)
+
+
+def _linear_axis(x: jax.Array, out_size: int, axis: int, align_corners: bool) -> jax.Array:
+    """Two-tap linear interpolation along one axis, with PyTorch's source coordinates."""
+    in_size = x.shape[axis]
+    if in_size == out_size:
+        return x
+    dst = np.arange(out_size, dtype=np.float64)
+    if align_corners:
+        src = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+    else:
+        src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+    hi = np.minimum(lo + 1, in_size - 1)
+    shape = [1] * x.ndim
+    shape[axis] = out_size
+    frac = jnp.asarray((src - lo).reshape(shape), x.dtype)
+    a, b = jnp.take(x, lo, axis=axis), jnp.take(x, hi, axis=axis)
+    return a + (b - a) * frac
+
+
+def resize_bilinear(x: jax.Array, size: Sequence[int], align_corners: bool = False) -> jax.Array:
+    """Bilinear resize of an NHWC batch to `size` = (H, W), as `F.interpolate(mode='bilinear')`.
+
+    Source coordinates follow PyTorch: align_corners=False samples at (dst+0.5)*in/out-0.5
+    (clamped at 0), True at dst*(in-1)/(out-1); a size-1 source axis replicates. Like
+    PyTorch it never antialiases. For upsampling with align_corners=False this equals
+    `jax.image.resize(..., 'bilinear')`, but gathering the two taps per axis costs
+    O(1) per output instead of jax's dense O(in) weight matrix: 5-8x faster on CPU, no
+    matmul-precision dependence, and FLOP counts that reflect the convolutions.
+    """
+    out_h, out_w = int(size[0]), int(size[1])
+    x = _linear_axis(x, out_h, 1, align_corners)
+    return _linear_axis(x, out_w, 2, align_corners)

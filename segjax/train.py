@@ -1,0 +1,311 @@
+"""Training loop: jit over a device mesh, orbax resume with the data iterator, clu logging.
+
+`train_and_evaluate(config, workdir)` is the whole job: it resumes from the latest complete
+checkpoint in `workdir/checkpoints` when there is one (params, BatchNorm statistics,
+optimizer state, step and the input iterator's position), so re-running the same command
+continues where the last one stopped and reaches the same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from segjax import checkpoint, evaluate, losses, models, sharding
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+    def variables(self) -> dict:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def compute_dtype(config):
+    if config.dtype not in DTYPES:
+        raise ValueError(f"config.dtype={config.dtype!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[config.dtype]
+
+
+def build_model(config, num_classes: int):
+    kwargs = dict(config.model.kwargs.to_dict()) if config.model.kwargs else {}
+    return models.build(config.model.name, num_classes, dtype=compute_dtype(config), **kwargs)
+
+
+def make_schedule(opt_cfg, num_steps: int) -> optax.Schedule:
+    """Per-step learning rate: optional linear warm-up, then poly, cosine or constant."""
+    lr, warmup = opt_cfg.learning_rate, int(opt_cfg.warmup_steps)
+    decay_steps = max(num_steps - warmup, 1)
+    if opt_cfg.schedule == "poly":
+        main = optax.polynomial_schedule(lr, opt_cfg.end_learning_rate, opt_cfg.power, decay_steps)
+    elif opt_cfg.schedule == "cosine":
+        main = optax.cosine_decay_schedule(lr, decay_steps, alpha=opt_cfg.end_learning_rate / lr)
+    elif opt_cfg.schedule == "constant":
+        main = optax.constant_schedule(lr)
+    else:
+        raise ValueError(f"config.optimizer.schedule={opt_cfg.schedule!r}; "
+                         "choose poly, cosine or constant")
+    if warmup <= 0:
+        return main
+    ramp = optax.linear_schedule(lr * opt_cfg.warmup_init_fraction, lr, warmup)
+    return optax.join_schedules([ramp, main], [warmup])
+
+
+def make_optimizer(opt_cfg, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """SGD/Adam with PyTorch's coupled L2 weight decay, or AdamW's decoupled decay."""
+    schedule = make_schedule(opt_cfg, num_steps)
+    wd = opt_cfg.weight_decay
+    if opt_cfg.name == "sgd":
+        base = optax.sgd(schedule, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov)
+    elif opt_cfg.name == "adam":
+        base = optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2)
+    elif opt_cfg.name == "adamw":
+        return optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=wd), schedule
+    else:
+        raise ValueError(f"config.optimizer.name={opt_cfg.name!r}; choose sgd, adam or adamw")
+    tx = optax.chain(optax.add_decayed_weights(wd), base) if wd else base
+    return tx, schedule
+
+
+def loss_settings(config) -> ml_collections.FrozenConfigDict:
+    """The loss config with OHEM's min_kept scaled from its reference batch to the global batch."""
+    cfg = config.loss.to_dict()
+    cfg["ohem_min_kept"] = int(round(
+        config.loss.ohem_min_kept * config.global_batch_size / config.loss.ohem_min_kept_batch))
+    cfg["class_weights"] = tuple(cfg["class_weights"] or ())
+    return ml_collections.FrozenConfigDict(cfg)
+
+
+def make_train_step(model, tx, schedule, loss_cfg, mesh):
+    """One SGD step on a batch-sharded global batch; BatchNorm sees the global batch."""
+
+    def train_step(state: TrainState, batch):
+        def loss_fn(params):
+            outputs, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, batch["image"],
+                train=True, mutable=["batch_stats"])
+            total, terms = losses.segmentation_loss(outputs, batch["label"], loss_cfg)
+            return total, (terms, updates["batch_stats"])
+
+        (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state)
+        scalars = {"loss": loss, **terms, "learning_rate": schedule(state.step),
+                   "grad_norm": optax.tree.norm(grads)}
+        return new_state, scalars
+
+    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(train_step, in_shardings=(repl, data), out_shardings=(repl, repl),
+                   donate_argnums=0)
+
+
+def init_state(model, tx, rng, input_shape, mesh) -> TrainState:
+    """Initialises directly into replicated device buffers."""
+
+    def init(rng):
+        variables = model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False)
+        params = variables["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=tx.init(params))
+
+    return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a train or evaluate run builds from the config before the first step."""
+    info: Any
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    mesh: Any
+    state: TrainState
+    checkpointer: checkpoint.Checkpointer
+    meta: dict
+
+
+def setup(config, workdir: str) -> Setup:
+    from data_pipelines import pipeline
+
+    info = pipeline.dataset_info(config)
+    mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
+    sharding.check_batch_size(config.global_batch_size, mesh)
+    model = build_model(config, info.num_classes)
+    tx, schedule = make_optimizer(config.optimizer, config.num_train_steps)
+    crop = tuple(config.data.crop_size)
+    state = init_state(model, tx, jax.random.key(config.seed), (1, *crop, 3), mesh)
+    checkpointer = checkpoint.Checkpointer(
+        pathlib.Path(workdir) / "checkpoints", max_to_keep=config.keep_checkpoints,
+        async_save=config.async_checkpointing)
+    return Setup(info, model, tx, schedule, mesh, state, checkpointer,
+                 checkpoint.describe(config, info.num_classes))
+
+
+def create_writer(workdir: str):
+    from segjax import logs
+
+    return logs.create_writer(workdir)
+
+
+def _check_finite(step_metrics: list[tuple[int, dict]], checkpointer, workdir) -> None:
+    for step, scalars in step_metrics:
+        bad = {k: float(v) for k, v in scalars.items() if not np.isfinite(v)}
+        if bad:
+            checkpointer.wait()
+            last = checkpointer.latest_step()
+            where = (f"the last good checkpoint (step {last}) in "
+                     f"{checkpointer.directory} is intact and a rerun resumes from it"
+                     if last is not None else "no checkpoint had been written yet")
+            raise TrainingDivergedError(
+                f"Training diverged at step {step}: {bad}. Stopped without saving; {where}. "
+                "Lower config.optimizer.learning_rate, add warm-up "
+                "(config.optimizer.warmup_steps) or use config.dtype='float32'.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_at_step: int | None = None) -> dict[str, Any]:
+    """Trains `config` in `workdir`, resuming if possible; evaluates and checkpoints periodically.
+
+    `stop_at_step` ends this invocation after that step (with a checkpoint), as a time-sliced
+    job would; the schedule still runs to `config.num_train_steps`.
+    Returns the per-step losses of this invocation and the last evaluation.
+    """
+    from data_pipelines import pipeline
+
+    workdir = str(pathlib.Path(workdir).absolute())
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    s = setup(config, workdir)
+    train_iter = None
+    try:
+        train_iter = pipeline.make_train_iterator(config)
+        return _train_loop(config, workdir, s, train_iter, stop_at_step)
+    finally:
+        # Let a pending async save commit before anything else happens to the process.
+        s.checkpointer.wait()
+        s.checkpointer.close()
+        _close(train_iter)
+
+
+def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
+    from clu import periodic_actions
+
+    state = s.state
+
+    latest = s.checkpointer.latest_step()
+    if latest is not None:
+        s.checkpointer.check_compatible(latest, s.meta)
+        state = s.checkpointer.restore(latest, state, train_iter)
+        logging.info("Resumed from %s at step %d", s.checkpointer.directory, latest)
+        print(f"Resuming from checkpoint step {latest} in {s.checkpointer.directory}", flush=True)
+    initial_step = int(jax.device_get(state.step))
+
+    writer = create_writer(workdir)
+    if initial_step == 0 and jax.process_index() == 0:
+        (pathlib.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
+        writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+    loss_cfg = loss_settings(config)
+    train_step = make_train_step(s.model, s.tx, s.schedule, loss_cfg, s.mesh)
+    num_steps = int(config.num_train_steps)
+    hooks = []
+    if jax.process_index() == 0:
+        hooks.append(periodic_actions.ReportProgress(
+            num_train_steps=num_steps, writer=writer, every_steps=config.log_every_steps))
+
+    history: dict[int, float] = {}
+    last_eval: dict | None = None
+    pending: list[tuple[int, dict]] = []
+    logging.info("Training %s on %s: %d -> %d steps, global batch %d over %d devices",
+                 config.model.name, s.info.name, initial_step, num_steps,
+                 config.global_batch_size, s.mesh.size)
+    step = initial_step
+    for step in range(initial_step + 1, num_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            batch = sharding.to_global(next(train_iter), s.mesh)
+            state, scalars = train_step(state, batch)
+        pending.append((step, scalars))
+        for hook in hooks:
+            hook(step)
+        last = step == num_steps or step == stop_at_step
+        log_now = step % config.log_every_steps == 0 or last
+        save_now = step % config.checkpoint_every_steps == 0 or last
+        eval_now = step % config.eval_every_steps == 0 or step == num_steps
+        if log_now or save_now or eval_now:
+            fetched = [(i, jax.device_get(m)) for i, m in pending]
+            pending = []
+            _check_finite(fetched, s.checkpointer, workdir)
+            history.update({i: float(m["loss"]) for i, m in fetched})
+            means = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
+                     for k in fetched[-1][1]}
+            writer.write_scalars(step, means)
+            if log_now:
+                logging.info("step %d: %s", step, {k: round(v, 5) for k, v in means.items()})
+        if save_now:
+            s.checkpointer.save(step, state, train_iter, s.meta)
+        if eval_now:
+            last_eval = _evaluate(config, s, state, step, writer, workdir)
+        if step == stop_at_step:
+            break
+
+    if initial_step >= num_steps:
+        print(f"Training already finished ({initial_step}/{num_steps} steps); re-running the "
+              "final evaluation.", flush=True)
+        last_eval = _evaluate(config, s, state, initial_step, writer, workdir)
+    writer.flush()
+    writer.close()
+    return {"step": step if initial_step < num_steps else initial_step, "history": history,
+            "eval": last_eval, "state": state}
+
+
+def _evaluate(config, s: Setup, state, step, writer, workdir):
+    result, panels = evaluate.run_evaluation(
+        s.model, state.variables(), config, s.mesh, info=s.info,
+        num_images_to_log=config.num_eval_images_to_log)
+    payload = evaluate.report(result, s.info, step, workdir)
+    scalars = {f"eval/{k}": v for k, v in payload.items()
+               if isinstance(v, (int, float)) and v is not None and k != "step"}
+    writer.write_scalars(step, scalars)
+    if panels is not None:
+        writer.write_images(step, {"eval/image_label_prediction": panels})
+    writer.flush()
+    return payload
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+def _close(iterator) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()

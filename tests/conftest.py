@@ -1,0 +1,32 @@
+"""Test-wide setup: 8 simulated CPU devices and parsed absl flags, before jax loads."""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
+
+# grain's worker processes read absl flags; pytest never parses them.
+flags.FLAGS.mark_as_parsed()
+
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
+CAMVID = SHARED / "data" / "camvid"
+PARITY = SHARED / "fixtures" / "parity"
+
+
+@pytest.fixture
+def camvid_root():
+    if not (CAMVID / "train.txt").exists():
+        pytest.skip(f"CamVid not found at {CAMVID}: "
+                    "put the SegNet CamVid copy in ../shared/data/camvid")
+    return CAMVID
+
+
+@pytest.fixture
+def parity_dir():
+    if not PARITY.is_dir():
+        pytest.skip(f"parity fixtures not found at {PARITY}")
+    return PARITY
