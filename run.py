@@ -5,7 +5,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from segjax import sharding
+from segjax import logs, sharding
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -23,6 +23,7 @@ USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError)
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logs.quiet_library_logs()
     sharding.maybe_initialize_distributed()
     try:
         if FLAGS.mode == "train":

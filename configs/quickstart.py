@@ -17,16 +17,16 @@ def get_config():
 
     config.global_batch_size = 8
     config.eval_batch_size = 8
-    config.num_train_steps = 1200
+    config.num_train_steps = 600
 
     config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 2e-3
+    config.optimizer.learning_rate = 5e-3
     config.optimizer.weight_decay = 0.0
     config.optimizer.schedule = "poly"
     config.optimizer.warmup_steps = 50
 
     config.loss.name = "ce"
     config.log_every_steps = 50
-    config.eval_every_steps = 600
-    config.checkpoint_every_steps = 300
+    config.eval_every_steps = 300
+    config.checkpoint_every_steps = 200
     return config.lock()

@@ -82,7 +82,9 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
                 [np.asarray(s.data) for s in pred.addressable_shards])[:n]
             panels = overlay_panels(batch["image"][:n], batch["label"][:n], local_pred, info,
                                     config.data)
-    result = metrics.compute_iou(accumulator.result())
+    confusion = accumulator.result()
+    result = metrics.compute_iou(confusion)
+    result["confusion_matrix"] = confusion
     num_images = int(sum_over_processes(num_images))
     result.update(num_images=num_images, seconds=time.time() - start, mode=EVAL_MODE)
     return result, panels
@@ -99,8 +101,8 @@ def sum_over_processes(value: int) -> int:
 def report(result: dict, info, step: int, workdir: str | pathlib.Path | None) -> dict:
     """Logs the per-class table and writes `eval_step_<step>.json` in the workdir."""
     table = metrics.format_table(result, info.class_names)
-    logging.info("Evaluation at step %d (%s, %d images, mode=%s):\n%s", step, info.name,
-                 result["num_images"], result["mode"], table)
+    logging.info("Evaluation at step %d: mIoU %.4f over %d %s images (mode=%s)", step,
+                 result["miou"], result["num_images"], info.name, result["mode"])
     summary = metrics.metrics_to_dict(result, info.class_names)
     payload = {"step": int(step), "dataset": info.name, "mode": result["mode"],
                "num_images": result["num_images"], **summary}
@@ -116,8 +118,10 @@ def report(result: dict, info, step: int, workdir: str | pathlib.Path | None) ->
 
 def evaluate(config, workdir: str) -> dict[str, Any]:
     """`--mode=evaluate`: restores the latest checkpoint in `workdir` and evaluates it."""
+    from data_pipelines import build_source
     from segjax import train
 
+    build_source(config.dataset, config.dataset.eval_split)  # fail on missing data before compiling
     setup = train.setup(config, workdir)
     step = setup.checkpointer.latest_step()
     if step is None:

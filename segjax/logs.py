@@ -23,3 +23,22 @@ def create_writer(workdir: str):
     hide_accelerators_from_tensorflow()
     return metric_writers.create_default_writer(
         workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+
+
+class _DropLibraryInfo:
+    """Keeps warnings from checkpoint and input libraries but drops their per-save INFO chatter."""
+
+    NOISY = ("/orbax/", "/grain/")
+
+    def filter(self, record) -> bool:
+        import logging as std_logging
+
+        if record.levelno >= std_logging.WARNING:
+            return True
+        return not any(part in record.pathname for part in self.NOISY)
+
+
+def quiet_library_logs() -> None:
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())

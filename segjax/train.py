@@ -198,10 +198,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     workdir = str(pathlib.Path(workdir).absolute())
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    s = setup(config, workdir)
-    train_iter = None
+    # Data problems surface before minutes of compilation, not after.
+    train_iter = pipeline.make_train_iterator(config)
     try:
-        train_iter = pipeline.make_train_iterator(config)
+        s = setup(config, workdir)
+    except BaseException:
+        _close(train_iter)
+        raise
+    try:
         return _train_loop(config, workdir, s, train_iter, stop_at_step)
     finally:
         # Let a pending async save commit before anything else happens to the process.
@@ -261,8 +265,6 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
             means = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
                      for k in fetched[-1][1]}
             writer.write_scalars(step, means)
-            if log_now:
-                logging.info("step %d: %s", step, {k: round(v, 5) for k, v in means.items()})
         if save_now:
             s.checkpointer.save(step, state, train_iter, s.meta)
         if eval_now:

@@ -19,8 +19,12 @@ from segjax import checkpoint, sharding, train
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def tiny_config(**overrides):
+def tiny_config(narrow=True, **overrides):
+    """The quickstart recipe shrunk to seconds: a narrow DDRNet-23 on 64x64 crops."""
     config = quickstart.get_config()
+    if narrow:
+        with config.unlocked():
+            config.model.kwargs.update(planes=8, spp_planes=16, head_planes=16)
     config.dataset.image_size = (64, 96)
     config.dataset.num_train = 32
     config.dataset.num_eval = 5
@@ -118,8 +122,8 @@ def _one_step(config, devices):
 
 def test_one_step_on_one_device_equals_eight_devices():
     # DDRNet's recipe: SGD at 0.01 with OHEM.
-    config = tiny_config(**{"loss.name": "ohem", "optimizer.name": "sgd",
-                            "optimizer.learning_rate": 0.01})
+    config = tiny_config(narrow=False, **{"loss.name": "ohem", "optimizer.name": "sgd",
+                                          "optimizer.learning_rate": 0.01})
     state1, scalars1 = _one_step(config, jax.devices()[:1])
     state8, scalars8 = _one_step(config, jax.devices())
     assert scalars1["loss"] == pytest.approx(scalars8["loss"], abs=1e-5)
@@ -216,7 +220,7 @@ print("FINISHED")
 def test_sigkill_during_save_resumes_from_last_complete_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     script = tmp_path / "train_script.py"
-    script.write_text(KILL_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), steps=40,
+    script.write_text(KILL_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), steps=12,
                                          workdir=str(workdir)))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
@@ -241,8 +245,8 @@ def test_sigkill_during_save_resumes_from_last_complete_checkpoint(tmp_path):
     ckpt = checkpoint.Checkpointer(ckpt_dir)
     latest = ckpt.latest_step()
     ckpt.close()
-    assert latest is not None and latest < 40
+    assert latest is not None and latest < 12
     # Resume in-process with the same config: it continues from `latest` to the end.
-    result = train.train_and_evaluate(tiny_config(num_train_steps=40, checkpoint_every_steps=1),
+    result = train.train_and_evaluate(tiny_config(num_train_steps=12, checkpoint_every_steps=1),
                                       workdir)
-    assert min(result["history"]) == latest + 1 and max(result["history"]) == 40
+    assert min(result["history"]) == latest + 1 and max(result["history"]) == 12
