@@ -160,11 +160,33 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     payload = json.loads((tmp_path / "full" / "eval_step_4.json").read_text())
     assert payload["num_images"] == 5 and payload["mode"] == "whole"
     assert 0.0 <= payload["miou"] <= 1.0
-    events = list((tmp_path / "full").glob("events.out.tfevents.*"))
-    assert events, "TensorBoard event file missing"
+    tags = tensorboard_tags(tmp_path / "full")
+    assert {"train/loss", "train/loss/main", "train/loss/aux", "eval/miou",
+            "steps_per_sec"} <= tags["scalars"]
+    assert "eval/image_label_prediction" in tags["images"]
     # A finished run re-evaluates instead of training again.
     again = train.train_and_evaluate(config, tmp_path / "full")
     assert again["history"] == {} and again["eval"]["miou"] == pytest.approx(payload["miou"])
+
+
+def tensorboard_tags(logdir):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"tensors": 0})
+    acc.Reload()
+    by_plugin = {"scalars": set(), "images": set()}
+    for tag in acc.Tags()["tensors"]:
+        plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
+        by_plugin.setdefault(plugin, set()).add(tag)
+    return by_plugin
+
+
+def test_bfloat16_compute_keeps_float32_params_and_statistics():
+    config = tiny_config(dtype="bfloat16")
+    state, scalars = _one_step(config, jax.devices())
+    assert np.isfinite(scalars["loss"])
+    for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state)):
+        assert leaf.dtype in (np.float32, np.int32), leaf.dtype
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
