@@ -98,13 +98,19 @@ def sum_over_processes(value: int) -> int:
     return int(np.sum(multihost_utils.process_allgather(np.asarray(value))))
 
 
-def report(result: dict, info, step: int, workdir: str | pathlib.Path | None) -> dict:
-    """Logs the per-class table and writes `eval_step_<step>.json` in the workdir."""
+def report(result: dict, info, step: int, workdir: str | pathlib.Path | None,
+           dataset: str | None = None) -> dict:
+    """Prints the per-class table and writes `eval_step_<step>.json` in the workdir.
+
+    `dataset` names the data when it differs from the class table (synthetic scenes use
+    Cityscapes' classes).
+    """
+    dataset = dataset or info.name
     table = metrics.format_table(result, info.class_names)
     logging.info("Evaluation at step %d: mIoU %.4f over %d %s images (mode=%s)", step,
-                 result["miou"], result["num_images"], info.name, result["mode"])
+                 result["miou"], result["num_images"], dataset, result["mode"])
     summary = metrics.metrics_to_dict(result, info.class_names)
-    payload = {"step": int(step), "dataset": info.name, "mode": result["mode"],
+    payload = {"step": int(step), "dataset": dataset, "mode": result["mode"],
                "num_images": result["num_images"], **summary}
     if workdir is not None and jax.process_index() == 0:
         path = pathlib.Path(workdir) / f"eval_step_{int(step)}.json"
@@ -112,7 +118,7 @@ def report(result: dict, info, step: int, workdir: str | pathlib.Path | None) ->
         path.write_text(json.dumps(payload, indent=2) + "\n")
     print(table, flush=True)
     print(f"step {int(step)}: mIoU={100 * result['miou']:.2f} over {result['num_images']} "
-          f"{info.name} images ({result['mode']} image)", flush=True)
+          f"{dataset} images ({result['mode']} image)", flush=True)
     return payload
 
 
@@ -132,6 +138,6 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
     state = setup.checkpointer.restore_state_only(step, setup.state)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     result, _ = run_evaluation(setup.model, variables, config, setup.mesh, info=setup.info)
-    payload = report(result, setup.info, step, workdir)
+    payload = report(result, setup.info, step, workdir, config.dataset.name)
     setup.checkpointer.close()
     return payload

@@ -286,7 +286,7 @@ def _evaluate(config, s: Setup, state, step, writer, workdir):
     result, panels = evaluate.run_evaluation(
         s.model, state.variables(), config, s.mesh, info=s.info,
         num_images_to_log=config.num_eval_images_to_log)
-    payload = evaluate.report(result, s.info, step, workdir)
+    payload = evaluate.report(result, s.info, step, workdir, config.dataset.name)
     scalars = {f"eval/{k}": v for k, v in payload.items()
                if isinstance(v, (int, float)) and v is not None and k != "step"}
     writer.write_scalars(step, scalars)
