@@ -67,6 +67,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.class_weights = ()
     config.loss.aux_weight = 0.4
     config.loss.ignore_label = 255
+    # Flip Boundary Corrected Loss (BCMFNet; segjax/bcl.py). Weight 0 = off.
+    config.loss.bcl_weight = 0.0  # λ
+    config.loss.bcl_step = 4  # flip step s, label pixels
+    config.loss.bcl_alpha = 0.5  # row-flip weight
+    config.loss.bcl_beta = 0.5  # column-flip weight
+    config.loss.bcl_nms_window = 3  # k; 1 turns NMS off
+    config.loss.bcl_tau = 0.357  # loss threshold, -ln 0.7
+    config.loss.bcl_min_kept_fraction = 0.01  # ρ_min of the valid pixels, per image
+    config.loss.bcl_random_phase = True
+    config.loss.bcl_target = "orig"  # orig | flipped
+    config.loss.bcl_replaces_ohem = False  # main head: plain CE + BCL instead of OHEM + BCL
 
     config.dtype = "float32"  # compute dtype; params and BatchNorm statistics stay float32
 

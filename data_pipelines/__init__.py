@@ -4,11 +4,24 @@ Only light modules are imported here so that `import data_pipelines` never pulls
 TensorFlow; dataset modules load on demand in `build_source`.
 """
 
-DATASETS = ("synthetic", "camvid")
+DATASETS = ("synthetic", "camvid", "cityscapes")
 
 
 class DataError(ValueError):
     """Bad or missing dataset files; the message names the path and the fix."""
+
+
+def imread(path, flags, kind):
+    """cv2.imread that names the file instead of returning None on a bad one."""
+    import cv2
+
+    try:
+        array = cv2.imread(str(path), flags)
+    except cv2.error as e:
+        raise DataError(f"cannot decode {kind} {path}: {e}") from e
+    if array is None:
+        raise DataError(f"cannot decode {kind} {path}: unreadable or corrupt file")
+    return array
 
 
 def build_source(dataset_cfg, split):
@@ -31,6 +44,10 @@ def build_source(dataset_cfg, split):
         from data_pipelines.camvid import CamVidSource
 
         return CamVidSource(dataset_cfg.get("root", None), split)
+    if name == "cityscapes":
+        from data_pipelines.cityscapes import CityscapesSource
+
+        return CityscapesSource(dataset_cfg.get("root", None), split)
     raise DataError(
         f"Unknown dataset name {name!r}; valid names: {', '.join(DATASETS)}. "
         "Set --config.dataset.name to one of them."

@@ -5,7 +5,7 @@ import os
 import cv2
 import numpy as np
 
-from data_pipelines import DataError
+from data_pipelines import DataError, imread
 from data_pipelines.metadata import get_info
 
 NUM_CLASSES = 11
@@ -104,8 +104,8 @@ class CamVidSource:
 
     def __getitem__(self, index):
         image_path, label_path = self._pairs[index]
-        image = _imread(image_path, cv2.IMREAD_COLOR, "image")
-        label = _imread(label_path, cv2.IMREAD_UNCHANGED, "label")
+        image = imread(image_path, cv2.IMREAD_COLOR, "image")
+        label = imread(label_path, cv2.IMREAD_UNCHANGED, "label")
         if label.ndim != 2:
             raise DataError(
                 f"label {label_path} has shape {label.shape}; expected a single-channel "
@@ -137,13 +137,3 @@ def _check_label_values(label, path):
             f"and the ignore value {RAW_IGNORE}; is this the SegNet 11-class annotation?"
         )
     return label.astype(np.uint8)
-
-
-def _imread(path, flags, kind):
-    try:
-        array = cv2.imread(path, flags)
-    except cv2.error as e:
-        raise DataError(f"cannot decode {kind} {path}: {e}") from e
-    if array is None:
-        raise DataError(f"cannot decode {kind} {path}: unreadable or corrupt file")
-    return array

@@ -162,10 +162,12 @@ def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
     return getattr(cfg, name, default)
 
 
-def pixel_loss(logits: jax.Array, labels: jax.Array, loss_cfg: Any) -> jax.Array:
-    """The configured per-head loss ('ce' or 'ohem') at label resolution."""
+def pixel_loss(
+    logits: jax.Array, labels: jax.Array, loss_cfg: Any, name: str | None = None
+) -> jax.Array:
+    """The configured per-head loss ('ce' or 'ohem', or `name` if given) at label resolution."""
     logits = upsample_logits(logits.astype(jnp.float32), labels.shape[1:3])
-    name = _cfg_get(loss_cfg, "name", "ce")
+    name = name or _cfg_get(loss_cfg, "name", "ce")
     class_weights = _cfg_get(loss_cfg, "class_weights") or None
     ignore_label = _cfg_get(loss_cfg, "ignore_label", IGNORE_LABEL)
     if name == "ce":
@@ -205,7 +207,9 @@ def register_loss_term(name: str) -> Callable[[LossTerm], LossTerm]:
 
 @register_loss_term("main")
 def _main_term(outputs, labels, loss_cfg):
-    return pixel_loss(outputs["logits"], labels, loss_cfg), 1.0
+    # BCL (segjax.bcl) can take over hard-pixel mining from OHEM on the main head.
+    replaced = _cfg_get(loss_cfg, "bcl_weight") and _cfg_get(loss_cfg, "bcl_replaces_ohem", False)
+    return pixel_loss(outputs["logits"], labels, loss_cfg, name="ce" if replaced else None), 1.0
 
 
 @register_loss_term("aux")
@@ -234,3 +238,7 @@ def segmentation_loss(
         terms[f"loss/{name}"] = value
         total = total + weight * value
     return total, terms
+
+
+# Terms defined in their own modules register on import; they import this module first.
+from segjax import bcl as _bcl  # noqa: E402, F401

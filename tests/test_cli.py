@@ -47,3 +47,10 @@ def test_evaluate_without_checkpoint_says_train_first(tmp_path):
                         f"--workdir={tmp_path}")
     assert code == 1
     assert "No checkpoint" in out and "--mode=train" in out
+
+
+def test_bcmfnet_cityscapes_without_data_says_where_and_how_to_switch(tmp_path):
+    code, out = run_cli("--config=configs/bcmfnet_cityscapes.py", f"--workdir={tmp_path}")
+    assert code == 1
+    assert "data/cityscapes" in out and "leftImg8bit" in out
+    assert "--config.dataset.name=camvid" in out and "Traceback" not in out

@@ -7,6 +7,7 @@ Module names mirror the official PyTorch state-dict keys (`layer3_.1.bn2`, `spp.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -162,6 +163,64 @@ class DAPPM(nn.Module):
         return out + BNReLUConv(self.out_planes, 1, dtype=self.dtype, name="shortcut")(x, train)
 
 
+LMFM_CONNECTIONS = ("interval", "alternating")
+
+
+def check_lmfm_options(connection: str, p4_kernel: int) -> None:
+    """Reject unknown LMFM choices at construction, before any tracing."""
+    if connection not in LMFM_CONNECTIONS:
+        raise ValueError(f"unknown LMFM connection {connection!r}; "
+                         f"valid: {', '.join(LMFM_CONNECTIONS)}")
+    if not (isinstance(p4_kernel, int) and p4_kernel > 0 and p4_kernel % 2):
+        raise ValueError(f"LMFM p4_kernel must be a positive odd int, got {p4_kernel!r}")
+
+
+class LMFM(nn.Module):
+    """Low-resolution Multi-scale Fusion Module (BCMFNet), a drop-in for DAPPM.
+
+    The paper's wiring (its Fig. 3(d)) is lost; this is the spec's reconstruction (§2.3).
+    Same pooled branches as DAPPM, but with the "interval" connection each refinement reads
+    the branch two steps back (y2 = P2(s2+y0), y3 = P3(s3+y1), y4 = P4(s4+y2)), giving two
+    interleaved chains in which the smaller pooling kernels are processed deeper; P4 is a
+    1×1 because the GAP branch is spatially flat. That lands on the paper's 5.6M params.
+    `connection="alternating"` (alternative (a)) keeps DAPPM's adjacent cascade and
+    alternates 3×3/1×1 refinements; `p4_kernel=3` (alternative (b)) matches DAPPM's size.
+    """
+
+    branch_planes: int = 128
+    out_planes: int = 128
+    connection: str = "interval"
+    p4_kernel: int = 1
+    dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        check_lmfm_options(self.connection, self.p4_kernel)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        size = x.shape[1:3]
+        b = self.branch_planes
+        pooled_unit = lambda name: BNReLUConv(b, 1, "1", "3", self.dtype, name=name)
+        pooled = [
+            pooled_unit("scale1")(avg_pool(x, 5, 2, 2), train),
+            pooled_unit("scale2")(avg_pool(x, 9, 4, 4), train),
+            pooled_unit("scale3")(avg_pool(x, 17, 8, 8), train),
+            pooled_unit("scale4")(global_avg_pool(x), train),
+        ]
+        if self.connection == "interval":
+            sources, kernels = (0, 0, 1, 2), (3, 3, 3, self.p4_kernel)
+        else:
+            sources, kernels = (0, 1, 2, 3), (3, 1, 3, self.p4_kernel)
+        ys = [BNReLUConv(b, 1, dtype=self.dtype, name="scale0")(x, train)]
+        for i, (p, src, k) in enumerate(zip(pooled, sources, kernels, strict=True), start=1):
+            y = resize_bilinear(p, size) + ys[src]
+            ys.append(BNReLUConv(b, k, dtype=self.dtype, name=f"process{i}")(y, train))
+        out = BNReLUConv(self.out_planes, 1, dtype=self.dtype,
+                         name="compression")(jnp.concatenate(ys, axis=-1), train)
+        return out + BNReLUConv(self.out_planes, 1, dtype=self.dtype, name="shortcut")(x, train)
+
+
 class SegmentHead(nn.Module):
     """BN-ReLU-3×3 then BN-ReLU-1×1 (biased) to classes; output stays at the input's scale."""
 
@@ -184,7 +243,8 @@ class DDRNet(nn.Module):
 
     `context` builds the `spp` module (DAPPM here); a replacement must accept
     (branch_planes, out_planes, dtype, name) and map (x, train) at 1/64 to out_planes
-    channels, so variants such as BCMFNet only swap this field.
+    channels, so variants such as BCMFNet only swap this field (overriding `context_module`
+    to pass their own options).
     Logits stay at (H//8, W//8), in float32 whatever `dtype` so the loss is computed at full
     precision; the loss and evaluation upsample them. H and W must be multiples of 8.
     """
@@ -233,8 +293,8 @@ class DDRNet(nn.Module):
 
         high = layer(Bottleneck, hp, hp, 1, 1, "layer5_")(relu(high), train)
         low = layer(Bottleneck, 8 * p, 8 * p, 1, 2, "layer5")(relu(low), train)
-        context = self.context(branch_planes=self.spp_planes, out_planes=4 * p, dtype=dt,
-                               name="spp")(low, train)
+        context = self.context_module(branch_planes=self.spp_planes, out_planes=4 * p,
+                                      dtype=dt, name="spp")(low, train)
         merged = resize_bilinear(context, out_size) + high
 
         head = lambda name: SegmentHead(self.head_planes, self.num_classes, dt, name=name)
@@ -242,3 +302,27 @@ class DDRNet(nn.Module):
         if self.aux_head:
             out["aux_logits"] = head("seghead_extra")(aux_input, train).astype(jnp.float32)
         return out
+
+    def context_module(self, **kwargs: Any) -> nn.Module:
+        """The `spp` module; subclasses add their context options here."""
+        return self.context(**kwargs)
+
+
+@register("bcmfnet", aux_heads=1, output_stride=8)
+class BCMFNet(DDRNet):
+    """BCMFNet: DDRNet-23-slim with LMFM in place of DAPPM as `spp` (spec §2.2).
+
+    The LMFM choices are flat fields so configs can set them like any model kwarg.
+    """
+
+    context: Callable[..., nn.Module] = LMFM
+    lmfm_connection: str = "interval"
+    lmfm_p4_kernel: int = 1
+
+    def __post_init__(self):
+        check_lmfm_options(self.lmfm_connection, self.lmfm_p4_kernel)
+        super().__post_init__()
+
+    def context_module(self, **kwargs: Any) -> nn.Module:
+        return self.context(connection=self.lmfm_connection, p4_kernel=self.lmfm_p4_kernel,
+                            **kwargs)
