@@ -131,6 +131,31 @@ class StridedConvs(nn.Module):
         return x
 
 
+def pyramid_pooling_fusion(x, train, branch_planes, out_planes, *, sources, kernels, dtype):
+    """The pooled-pyramid body DAPPM and LMFM share; only the refinement wiring differs.
+
+    Branch i (pooled k5/s2, k9/s4, k17/s8, global; BN-ReLU-1×1) is upsampled, added to
+    `ys[sources[i-1]]` and refined by a BN-ReLU-conv of `kernels[i-1]`; the five maps are
+    concatenated, compressed and added to a 1×1 shortcut. Call it from a compact method: the
+    sub-modules (scale0..4, process1..4, compression, shortcut) belong to the caller.
+    """
+    size = x.shape[1:3]
+    pooled_unit = lambda name: BNReLUConv(branch_planes, 1, "1", "3", dtype, name=name)
+    pooled = [
+        pooled_unit("scale1")(avg_pool(x, 5, 2, 2), train),
+        pooled_unit("scale2")(avg_pool(x, 9, 4, 4), train),
+        pooled_unit("scale3")(avg_pool(x, 17, 8, 8), train),
+        pooled_unit("scale4")(global_avg_pool(x), train),
+    ]
+    ys = [BNReLUConv(branch_planes, 1, dtype=dtype, name="scale0")(x, train)]
+    for i, (p, src, k) in enumerate(zip(pooled, sources, kernels, strict=True), start=1):
+        y = resize_bilinear(p, size) + ys[src]
+        ys.append(BNReLUConv(branch_planes, k, dtype=dtype, name=f"process{i}")(y, train))
+    out = BNReLUConv(out_planes, 1, dtype=dtype,
+                     name="compression")(jnp.concatenate(ys, axis=-1), train)
+    return out + BNReLUConv(out_planes, 1, dtype=dtype, name="shortcut")(x, train)
+
+
 class DAPPM(nn.Module):
     """Deep Aggregation Pyramid Pooling Module, the context module on the 1/64 map.
 
@@ -145,22 +170,9 @@ class DAPPM(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        size = x.shape[1:3]
-        b = self.branch_planes
-        pooled_unit = lambda name: BNReLUConv(b, 1, "1", "3", self.dtype, name=name)
-        pooled = [
-            pooled_unit("scale1")(avg_pool(x, 5, 2, 2), train),
-            pooled_unit("scale2")(avg_pool(x, 9, 4, 4), train),
-            pooled_unit("scale3")(avg_pool(x, 17, 8, 8), train),
-            pooled_unit("scale4")(global_avg_pool(x), train),
-        ]
-        ys = [BNReLUConv(b, 1, dtype=self.dtype, name="scale0")(x, train)]
-        for i, p in enumerate(pooled, start=1):
-            y = resize_bilinear(p, size) + ys[-1]
-            ys.append(BNReLUConv(b, 3, dtype=self.dtype, name=f"process{i}")(y, train))
-        out = BNReLUConv(self.out_planes, 1, dtype=self.dtype,
-                         name="compression")(jnp.concatenate(ys, axis=-1), train)
-        return out + BNReLUConv(self.out_planes, 1, dtype=self.dtype, name="shortcut")(x, train)
+        return pyramid_pooling_fusion(x, train, self.branch_planes, self.out_planes,
+                                      sources=(0, 1, 2, 3), kernels=(3, 3, 3, 3),
+                                      dtype=self.dtype)
 
 
 LMFM_CONNECTIONS = ("interval", "alternating")
@@ -199,26 +211,12 @@ class LMFM(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        size = x.shape[1:3]
-        b = self.branch_planes
-        pooled_unit = lambda name: BNReLUConv(b, 1, "1", "3", self.dtype, name=name)
-        pooled = [
-            pooled_unit("scale1")(avg_pool(x, 5, 2, 2), train),
-            pooled_unit("scale2")(avg_pool(x, 9, 4, 4), train),
-            pooled_unit("scale3")(avg_pool(x, 17, 8, 8), train),
-            pooled_unit("scale4")(global_avg_pool(x), train),
-        ]
         if self.connection == "interval":
             sources, kernels = (0, 0, 1, 2), (3, 3, 3, self.p4_kernel)
         else:
             sources, kernels = (0, 1, 2, 3), (3, 1, 3, self.p4_kernel)
-        ys = [BNReLUConv(b, 1, dtype=self.dtype, name="scale0")(x, train)]
-        for i, (p, src, k) in enumerate(zip(pooled, sources, kernels, strict=True), start=1):
-            y = resize_bilinear(p, size) + ys[src]
-            ys.append(BNReLUConv(b, k, dtype=self.dtype, name=f"process{i}")(y, train))
-        out = BNReLUConv(self.out_planes, 1, dtype=self.dtype,
-                         name="compression")(jnp.concatenate(ys, axis=-1), train)
-        return out + BNReLUConv(self.out_planes, 1, dtype=self.dtype, name="shortcut")(x, train)
+        return pyramid_pooling_fusion(x, train, self.branch_planes, self.out_planes,
+                                      sources=sources, kernels=kernels, dtype=self.dtype)
 
 
 class SegmentHead(nn.Module):
