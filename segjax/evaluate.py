@@ -129,15 +129,16 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
 
     build_source(config.dataset, config.dataset.eval_split)  # fail on missing data before compiling
     setup = train.setup(config, workdir)
-    step = setup.checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(
-            f"No checkpoint in {pathlib.Path(workdir, 'checkpoints').absolute()}: train first "
-            f"(--mode=train) or point --workdir at a run that has one.")
-    setup.checkpointer.check_compatible(step, setup.meta)
-    state = setup.checkpointer.restore_state_only(step, setup.state)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    result, _ = run_evaluation(setup.model, variables, config, setup.mesh, info=setup.info)
-    payload = report(result, setup.info, step, workdir, config.dataset.name)
-    setup.checkpointer.close()
-    return payload
+    try:
+        step = setup.checkpointer.latest_step()
+        if step is None:
+            raise FileNotFoundError(
+                f"No checkpoint in {pathlib.Path(workdir, 'checkpoints').absolute()}: train "
+                "first (--mode=train) or point --workdir at a run that has one.")
+        setup.checkpointer.check_compatible(step, setup.meta)
+        state = setup.checkpointer.restore_state_only(step, setup.state)
+        result, _ = run_evaluation(setup.model, state.variables(), config, setup.mesh,
+                                   info=setup.info)
+        return report(result, setup.info, step, workdir, config.dataset.name)
+    finally:
+        setup.checkpointer.close()

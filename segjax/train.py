@@ -200,17 +200,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     # Data problems surface before minutes of compilation, not after.
     train_iter = pipeline.make_train_iterator(config)
+    s = None
     try:
         s = setup(config, workdir)
-    except BaseException:
-        _close(train_iter)
-        raise
-    try:
         return _train_loop(config, workdir, s, train_iter, stop_at_step)
     finally:
-        # Let a pending async save commit before anything else happens to the process.
-        s.checkpointer.wait()
-        s.checkpointer.close()
+        if s is not None:
+            # Let a pending async save commit before anything else happens to the process.
+            s.checkpointer.wait()
+            s.checkpointer.close()
         _close(train_iter)
 
 

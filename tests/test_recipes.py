@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from test_train import override
 
 import data_pipelines
 from configs import bcmfnet_camvid
@@ -32,17 +33,11 @@ def test_thirty_camvid_steps_lower_the_loss(make_config, camvid_root, tmp_path, 
     import data_pipelines.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "build_source", data_pipelines.build_source)
-    config = make_config()
-    config.dataset.root = str(camvid_root)
-    config.data.crop_size = (96, 128)
-    config.data.scale_range = (0.5, 0.75)
-    config.global_batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 30
-    config.log_every_steps = 1
-    config.eval_every_steps = 1000
-    config.checkpoint_every_steps = 1000
-    config.optimizer.learning_rate = 0.01
+    config = override(make_config(), **{
+        "dataset.root": str(camvid_root), "data.crop_size": (96, 128),
+        "data.scale_range": (0.5, 0.75), "global_batch_size": 8, "eval_batch_size": 8,
+        "num_train_steps": 30, "log_every_steps": 1, "eval_every_steps": 1000,
+        "checkpoint_every_steps": 1000, "optimizer.learning_rate": 0.01})
     result = train.train_and_evaluate(config, tmp_path)
     losses = [result["history"][s] for s in sorted(result["history"])]
     assert len(losses) == 30 and np.all(np.isfinite(losses))

@@ -38,7 +38,12 @@ def tiny_config(narrow=True, **overrides):
     config.num_eval_images_to_log = 2
     config.optimizer.warmup_steps = 0
     config.optimizer.learning_rate = 1e-3
-    for key, value in overrides.items():
+    return override(config, **overrides)
+
+
+def override(config, **dotted):
+    """Sets `{"a.b": v}` fields, as `--config.a.b=v` would."""
+    for key, value in dotted.items():
         target = config
         *path, leaf = key.split(".")
         for p in path:
