@@ -48,8 +48,16 @@ def compute_dtype(config):
 
 
 def build_model(config, num_classes: int):
+    if models.traits(config.model.name).get("backbone"):
+        raise ValueError(f"config.model.name: {config.model.name} is a backbone (stage "
+                         "features, no segmentation head); pick a segmentation model: "
+                         f"{', '.join(segmentation_models())}")
     kwargs = dict(config.model.kwargs.to_dict()) if config.model.kwargs else {}
     return models.build(config.model.name, num_classes, dtype=compute_dtype(config), **kwargs)
+
+
+def segmentation_models() -> list[str]:
+    return [name for name in models.available() if not models.traits(name).get("backbone")]
 
 
 def make_schedule(opt_cfg, num_steps: int) -> optax.Schedule:

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segjax.models import register
+from segjax.models import register, resnet
 from segjax.models.layers import (
     BatchNorm,
     BNReLUConv,
@@ -24,89 +24,23 @@ from segjax.models.layers import (
     global_avg_pool,
     resize_bilinear,
 )
+from segjax.models.resnet import BasicBlock
 
 
-class BasicBlock(nn.Module):
-    """Two 3×3 conv-BN with identity (or 1×1 projection) shortcut; `no_relu` ends a layer."""
+class Bottleneck(resnet.Bottleneck):
+    """DDRNet's Bottleneck: expands ×2 and, by default, ends without a ReLU."""
 
-    planes: int
-    stride: int = 1
-    downsample: bool = False
-    no_relu: bool = False
-    dtype: Dtype = jnp.float32
-
-    expansion = 1
-    default_no_relu = False
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        bn = lambda name: BatchNorm(use_running_average=not train, dtype=self.dtype, name=name)
-        out = conv2d(self.planes, 3, self.stride, dtype=self.dtype, name="conv1")(x)
-        out = nn.relu(bn("bn1")(out))
-        out = conv2d(self.planes, 3, dtype=self.dtype, name="conv2")(out)
-        out = bn("bn2")(out)
-        if self.downsample:
-            x = ConvBN(self.planes * self.expansion, 1, self.stride, relu=False,
-                       dtype=self.dtype, name="downsample")(x, train)
-        out = out + x
-        return out if self.no_relu else nn.relu(out)
-
-
-class Bottleneck(nn.Module):
-    """1×1 → 3×3 (strided) → 1×1 expanding ×2; by default without a final ReLU."""
-
-    planes: int
-    stride: int = 1
-    downsample: bool = False
     no_relu: bool = True
-    dtype: Dtype = jnp.float32
 
     expansion = 2
     default_no_relu = True
 
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        bn = lambda name: BatchNorm(use_running_average=not train, dtype=self.dtype, name=name)
-        out = conv2d(self.planes, 1, dtype=self.dtype, name="conv1")(x)
-        out = nn.relu(bn("bn1")(out))
-        out = conv2d(self.planes, 3, self.stride, dtype=self.dtype, name="conv2")(out)
-        out = nn.relu(bn("bn2")(out))
-        out = conv2d(self.planes * self.expansion, 1, dtype=self.dtype, name="conv3")(out)
-        out = bn("bn3")(out)
-        if self.downsample:
-            x = ConvBN(self.planes * self.expansion, 1, self.stride, relu=False,
-                       dtype=self.dtype, name="downsample")(x, train)
-        out = out + x
-        return out if self.no_relu else nn.relu(out)
 
-
-Block = type[BasicBlock] | type[Bottleneck]
-
-
-class ResLayer(nn.Module):
-    """The official `_make_layer`: blocks named '0', '1', ...; the last one skips its ReLU.
-
-    A single-block layer keeps the block's own default, which is how the Bottleneck
-    layers end without a ReLU while BasicBlock layers of one block would keep it.
-    """
-
-    block: Block
-    in_planes: int
-    planes: int
-    num_blocks: int
-    stride: int = 1
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        out_planes = self.planes * self.block.expansion
-        downsample = self.stride != 1 or self.in_planes != out_planes
-        x = self.block(self.planes, self.stride, downsample,
-                       no_relu=self.block.default_no_relu, dtype=self.dtype, name="0")(x, train)
-        for i in range(1, self.num_blocks):
-            x = self.block(self.planes, no_relu=i == self.num_blocks - 1,
-                           dtype=self.dtype, name=str(i))(x, train)
-        return x
+def ResLayer(block, in_planes, planes, num_blocks, stride=1, dtype=jnp.float32, name=None):
+    """The official `_make_layer`: the last of several blocks skips its ReLU; a single-block
+    layer keeps the block's default, which is how the Bottleneck layers end without one."""
+    return resnet.ResLayer(block, in_planes, planes, num_blocks, stride, end_without_relu=True,
+                           dtype=dtype, name=name)
 
 
 class StridedConvs(nn.Module):
