@@ -1,5 +1,6 @@
 """segjax command line: python run.py --config=configs/X.py [--config.a.b=v ...] --workdir=DIR."""
 
+import importlib
 import sys
 
 from absl import app, flags, logging
@@ -7,12 +8,22 @@ from ml_collections import config_flags
 
 from segjax import logs, sharding
 
+# --mode -> (module, function(config, workdir)); imported on use, so inference never loads TF.
+MODES = {
+    "train": ("segjax.train", "train_and_evaluate"),
+    "evaluate": ("segjax.evaluate", "evaluate"),
+    "predict": ("segjax.predict", "predict"),
+    "benchmark": ("segjax.benchmark", "benchmark"),
+}
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, logs and evaluation results go here.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
+flags.DEFINE_enum("mode", "train", list(MODES),
                   "train: train (resuming from --workdir) and evaluate; "
-                  "evaluate: evaluate the latest checkpoint in --workdir.")
+                  "evaluate: evaluate the latest checkpoint in --workdir; "
+                  "predict: label the images of config.predict.input with it; "
+                  "benchmark: time the inference forward (config.benchmark).")
 flags.DEFINE_bool("traceback", False, "Show the full traceback of configuration and data errors.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -25,15 +36,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logs.quiet_library_logs()
     sharding.maybe_initialize_distributed()
+    module_name, function = MODES[FLAGS.mode]
     try:
-        if FLAGS.mode == "train":
-            from segjax import train
-
-            train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-        else:
-            from segjax import evaluate
-
-            evaluate.evaluate(FLAGS.config, FLAGS.workdir)
+        run = getattr(importlib.import_module(module_name), function)
+        run(FLAGS.config, FLAGS.workdir)
     except USER_ERRORS as e:
         if FLAGS.traceback:
             raise

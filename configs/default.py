@@ -9,6 +9,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # Initial params + BatchNorm statistics (not optimizer state or step) when the workdir has
+    # no checkpoint of its own: a segjax workdir / checkpoint step directory, or an .npz of
+    # an official PyTorch state dict (key -> array). "" starts from the model's init.
+    config.init_checkpoint = ""
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "ddrnet23_slim"
@@ -18,6 +22,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "synthetic"
     config.dataset.root = ""
+    # CamVid on disk: "segnet" (480x360 copy, class-id PNGs) | "original" (960x720 release,
+    # colour *_L.png labels grouped into the same 11 classes, SegNet split by frame name).
+    config.dataset.camvid_format = "segnet"
+    # Cityscapes storage: "directory" (unzipped official tree under `root`) | "tfds"
+    # (array_record files built by `python -m data_pipelines.cityscapes_tfds prepare` in
+    # `tfds_data_dir`; with `manual_dir` set to the folder of the official zips, a
+    # single-process run builds them on first use). No path defaults to ~/tensorflow_datasets.
+    config.dataset.format = "directory"
+    config.dataset.tfds_data_dir = ""
+    config.dataset.manual_dir = ""
     config.dataset.train_split = "train"
     config.dataset.eval_split = "val"
     # Only read by the synthetic source.
@@ -29,6 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.crop_size = (256, 256)
     config.data.scale_range = (0.5, 2.0)
+    # Resize every frame so its long edge has this many pixels before augmentation and for
+    # evaluation (labels nearest); 0 keeps the stored size. Mapillary's frames vary in size.
+    config.data.resize_long_edge = 0
     config.data.hflip = True
     config.data.mean = IMAGENET_MEAN
     config.data.std = IMAGENET_STD
@@ -36,6 +53,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_workers = 0
     config.data.num_threads = 2
     config.data.prefetch_buffer_size = 4
+    # False: an unreadable image/label stops the run, naming the file. True: it is skipped
+    # (train: replaced by the next readable example; eval: left out of the metrics) and
+    # the skips are counted in the logs, train/skipped_examples and eval num_skipped.
+    config.data.skip_corrupt = False
 
     # Global batch sizes: split over all devices of all processes.
     config.global_batch_size = 8
@@ -56,14 +77,22 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.end_learning_rate = 0.0
     config.optimizer.warmup_steps = 0
     config.optimizer.warmup_init_fraction = 0.1
+    # Param groups: "decoder" is every param outside a top-level `backbone` module (all of
+    # them for models without one); its LR and weight decay are scaled by these.
+    config.optimizer.decoder_lr_multiplier = 1.0
+    config.optimizer.decoder_wd_multiplier = 1.0
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.name = "ohem"  # ce | ohem
+    config.loss.name = "ohem"  # ce | ohem | bootstrap
     config.loss.ohem_thresh = 0.9
     # DDRNet keeps at least 131072 pixels per GPU batch of 6 images; the train step sees the
     # global batch, so min_kept is scaled by global_batch_size / ohem_min_kept_batch.
     config.loss.ohem_min_kept = 131072
     config.loss.ohem_min_kept_batch = 6
+    # Per-image bootstrapped CE (FC-HarDNet / FASSD-Net): the mean of the pixel losses above
+    # bootstrap_thresh if more than bootstrap_min_kept exceed it, else of the top min_kept.
+    config.loss.bootstrap_thresh = 0.3
+    config.loss.bootstrap_min_kept = 4096
     config.loss.class_weights = ()
     config.loss.aux_weight = 0.4
     config.loss.ignore_label = 255
@@ -78,6 +107,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.bcl_random_phase = True
     config.loss.bcl_target = "orig"  # orig | flipped
     config.loss.bcl_replaces_ohem = False  # main head: plain CE + BCL instead of OHEM + BCL
+    # Multi-scale synergy (segjax/synergy_loss.py): loss on the fused two-scale map, and
+    # per-scale CE on each scale's logits with this weight (0 = off).
+    config.loss.synergy_loss = "renormalised"  # renormalised | noisy_or | softmax
+    config.loss.scale_aux_weight = 0.0
+    # Class Boundary Supervision (MSFNet; segjax/cbs.py): CE on the boundary head at 1/8,
+    # active for models that output boundary_logits. Weight 0 = off.
+    config.loss.cbs_weight = 1.0  # λ
+    config.loss.cbs_epsilon = 1  # boundary width ε, 1/8-scale pixels (Chebyshev)
+    config.loss.cbs_ignore_neighbours_make_boundary = False
+    config.loss.cbs_label_mode = "extra_class"  # extra_class (C = non-boundary) | literal
 
     config.dtype = "float32"  # compute dtype; params and BatchNorm statistics stay float32
 
@@ -91,5 +130,35 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3
     config.async_checkpointing = True
     config.num_eval_images_to_log = 4
+    # Evaluation views (segjax/inference.py): "whole" image or "slide" windows, each at every
+    # scale in eval_scales, plus horizontal flips; several views average softmax scores.
+    config.eval_mode = "whole"
+    config.eval_scales = (1.0,)
+    config.eval_flip = False
+    config.eval_window = (1024, 1024)  # slide: window HxW
+    config.eval_stride = (768, 768)  # slide: step HxW
+
+    # --mode=predict (segjax/predict.py): images -> labels/, color/, overlay/ PNGs.
+    config.predict = ml_collections.ConfigDict()
+    config.predict.input = ""  # a folder or a quoted glob
+    config.predict.output_dir = ""  # "" = <workdir>/predictions
+    config.predict.label_format = "trainids"  # trainids | labelids (Cityscapes ids)
+    config.predict.overlays = True
+    config.predict.pad_to_multiple = 32  # pad bottom/right so every stride divides the input
+
+    # --mode=benchmark: the papers' speed protocol (segjax/benchmark.py).
+    config.benchmark = ml_collections.ConfigDict()
+    config.benchmark.resolution = "1024x2048"  # HxW
+    config.benchmark.batch_size = 1
+    config.benchmark.dtype = "float32"  # float32 | bfloat16
+    config.benchmark.fold_batchnorm = True
+    config.benchmark.warmup = 10
+    config.benchmark.time_budget_s = 10.0
+    config.benchmark.min_iterations = 10
+    # Directory for one prediction PNG per eval image at stored resolution ("" = off), rewritten
+    # by every evaluation: Cityscapes labelIds in the official result layout
+    # (<dir>/<split>/<city>/*_pred_labelIds.png, for cityscapesscripts / the benchmark server),
+    # trainIds for other datasets.
+    config.eval_write_predictions = ""
     return config
 

@@ -4,7 +4,7 @@ Only light modules are imported here so that `import data_pipelines` never pulls
 TensorFlow; dataset modules load on demand in `build_source`.
 """
 
-DATASETS = ("synthetic", "camvid", "cityscapes")
+DATASETS = ("synthetic", "camvid", "cityscapes", "mapillary")
 
 
 class DataError(ValueError):
@@ -15,12 +15,14 @@ def imread(path, flags, kind):
     """cv2.imread that names the file instead of returning None on a bad one."""
     import cv2
 
+    fix = ("replace the file, or set --config.data.skip_corrupt=True to skip unreadable "
+           "examples")
     try:
         array = cv2.imread(str(path), flags)
     except cv2.error as e:
-        raise DataError(f"cannot decode {kind} {path}: {e}") from e
+        raise DataError(f"cannot decode {kind} {path}: {e}; {fix}") from e
     if array is None:
-        raise DataError(f"cannot decode {kind} {path}: unreadable or corrupt file")
+        raise DataError(f"cannot decode {kind} {path}: unreadable or corrupt file; {fix}")
     return array
 
 
@@ -41,13 +43,27 @@ def build_source(dataset_cfg, split):
             return SyntheticStreetScenes(int(dataset_cfg.num_train), height, width, seed)
         return SyntheticStreetScenes(int(dataset_cfg.num_eval), height, width, seed + 1)
     if name == "camvid":
-        from data_pipelines.camvid import CamVidSource
+        from data_pipelines.camvid import make_source
 
-        return CamVidSource(dataset_cfg.get("root", None), split)
+        return make_source(dataset_cfg.get("root", None), split,
+                           dataset_cfg.get("camvid_format", "segnet"))
     if name == "cityscapes":
+        storage = dataset_cfg.get("format", "directory")
+        if storage == "tfds":
+            from data_pipelines.cityscapes_tfds import source_from_config
+
+            return source_from_config(dataset_cfg, split)
+        if storage != "directory":
+            raise DataError(f"config.dataset.format={storage!r}; Cityscapes is read from "
+                            "'directory' (config.dataset.root) or 'tfds' "
+                            "(config.dataset.tfds_data_dir).")
         from data_pipelines.cityscapes import CityscapesSource
 
         return CityscapesSource(dataset_cfg.get("root", None), split)
+    if name == "mapillary":
+        from data_pipelines.mapillary import MapillarySource
+
+        return MapillarySource(dataset_cfg.get("root", None), split)
     raise DataError(
         f"Unknown dataset name {name!r}; valid names: {', '.join(DATASETS)}. "
         "Set --config.dataset.name to one of them."

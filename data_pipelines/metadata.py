@@ -131,13 +131,140 @@ CAMVID = _table(
     ],
 )
 
+# Original CamVid release (960x720 colour labels `*_L.png`): the 32 colours of its
+# label_colors.txt, in file order, each with the CAMVID class it is grouped into by the
+# SegNet 11-class methodology (MathWorks camvidPixelLabelIDs); Void (None) is ignored.
+CAMVID32_COLORS = (
+    ("Animal", (64, 128, 64), "Pedestrian"),
+    ("Archway", (192, 0, 128), "Building"),
+    ("Bicyclist", (0, 128, 192), "Bicyclist"),
+    ("Bridge", (0, 128, 64), "Building"),
+    ("Building", (128, 0, 0), "Building"),
+    ("Car", (64, 0, 128), "Car"),
+    ("CartLuggagePram", (64, 0, 192), "Pedestrian"),
+    ("Child", (192, 128, 64), "Pedestrian"),
+    ("Column_Pole", (192, 192, 128), "Pole"),
+    ("Fence", (64, 64, 128), "Fence"),
+    ("LaneMkgsDriv", (128, 0, 192), "Road"),
+    ("LaneMkgsNonDriv", (192, 0, 64), "Road"),
+    ("Misc_Text", (128, 128, 64), "SignSymbol"),
+    ("MotorcycleScooter", (192, 0, 192), "Bicyclist"),
+    ("OtherMoving", (128, 64, 64), "Car"),
+    ("ParkingBlock", (64, 192, 128), "Pavement"),
+    ("Pedestrian", (64, 64, 0), "Pedestrian"),
+    ("Road", (128, 64, 128), "Road"),
+    ("RoadShoulder", (128, 128, 192), "Pavement"),
+    ("Sidewalk", (0, 0, 192), "Pavement"),
+    ("SignSymbol", (192, 128, 128), "SignSymbol"),
+    ("Sky", (128, 128, 128), "Sky"),
+    ("SUVPickupTruck", (64, 128, 192), "Car"),
+    ("TrafficCone", (0, 0, 64), "Pole"),
+    ("TrafficLight", (0, 64, 64), "SignSymbol"),
+    ("Train", (192, 64, 128), "Car"),
+    ("Tree", (128, 128, 0), "Tree"),
+    ("Truck_Bus", (192, 128, 192), "Car"),
+    ("Tunnel", (64, 0, 64), "Building"),
+    ("VegetationMisc", (192, 192, 0), "Tree"),
+    ("Void", (0, 0, 0), None),
+    ("Wall", (64, 192, 0), "Building"),
+)
+# The 31 named classes with their own colours (Void is the ignore colour), for palettes and
+# names of the raw 32-class labels; training on the original release uses CAMVID's 11.
+CAMVID32 = DatasetInfo(
+    "camvid32",
+    tuple(ClassInfo(i, name, rgb) for i, (name, rgb, _) in
+          enumerate(row for row in CAMVID32_COLORS if row[2] is not None)),
+)
+# RGB colour -> CAMVID train id (IGNORE_LABEL for Void); a misspelt group fails at import.
+CAMVID32_TO_CAMVID = {
+    rgb: CAMVID.class_names.index(group) if group else IGNORE_LABEL
+    for _, rgb, group in CAMVID32_COLORS
+}
+
+# Mapillary Vistas v1.2: the 8-bit palette labels store the class index 0..65 (config.json
+# order), which is the train id; index 65 "Unlabeled" (evaluate=False, colour (0, 0, 0)) is
+# ignored through the LUT, leaving 65 training classes.
+MAPILLARY_UNLABELED = 65
+MAPILLARY = _table(
+    "mapillary",
+    [
+        ("Bird", 0, (165, 42, 42)),
+        ("Ground Animal", 1, (0, 192, 0)),
+        ("Curb", 2, (196, 196, 196)),
+        ("Fence", 3, (190, 153, 153)),
+        ("Guard Rail", 4, (180, 165, 180)),
+        ("Barrier", 5, (90, 120, 150)),
+        ("Wall", 6, (102, 102, 156)),
+        ("Bike Lane", 7, (128, 64, 255)),
+        ("Crosswalk - Plain", 8, (140, 140, 200)),
+        ("Curb Cut", 9, (170, 170, 170)),
+        ("Parking", 10, (250, 170, 160)),
+        ("Pedestrian Area", 11, (96, 96, 96)),
+        ("Rail Track", 12, (230, 150, 140)),
+        ("Road", 13, (128, 64, 128)),
+        ("Service Lane", 14, (110, 110, 110)),
+        ("Sidewalk", 15, (244, 35, 232)),
+        ("Bridge", 16, (150, 100, 100)),
+        ("Building", 17, (70, 70, 70)),
+        ("Tunnel", 18, (150, 120, 90)),
+        ("Person", 19, (220, 20, 60)),
+        ("Bicyclist", 20, (255, 0, 0)),
+        ("Motorcyclist", 21, (255, 0, 100)),
+        ("Other Rider", 22, (255, 0, 200)),
+        ("Lane Marking - Crosswalk", 23, (200, 128, 128)),
+        ("Lane Marking - General", 24, (255, 255, 255)),
+        ("Mountain", 25, (64, 170, 64)),
+        ("Sand", 26, (230, 160, 50)),
+        ("Sky", 27, (70, 130, 180)),
+        ("Snow", 28, (190, 255, 255)),
+        ("Terrain", 29, (152, 251, 152)),
+        ("Vegetation", 30, (107, 142, 35)),
+        ("Water", 31, (0, 170, 30)),
+        ("Banner", 32, (255, 255, 128)),
+        ("Bench", 33, (250, 0, 30)),
+        ("Bike Rack", 34, (100, 140, 180)),
+        ("Billboard", 35, (220, 220, 220)),
+        ("Catch Basin", 36, (220, 128, 128)),
+        ("CCTV Camera", 37, (222, 40, 40)),
+        ("Fire Hydrant", 38, (100, 170, 30)),
+        ("Junction Box", 39, (40, 40, 40)),
+        ("Mailbox", 40, (33, 33, 33)),
+        ("Manhole", 41, (100, 128, 160)),
+        ("Phone Booth", 42, (142, 0, 0)),
+        ("Pothole", 43, (70, 100, 150)),
+        ("Street Light", 44, (210, 170, 100)),
+        ("Pole", 45, (153, 153, 153)),
+        ("Traffic Sign Frame", 46, (128, 128, 128)),
+        ("Utility Pole", 47, (0, 0, 80)),
+        ("Traffic Light", 48, (250, 170, 30)),
+        ("Traffic Sign (Back)", 49, (192, 192, 192)),
+        ("Traffic Sign (Front)", 50, (220, 220, 0)),
+        ("Trash Can", 51, (140, 140, 20)),
+        ("Bicycle", 52, (119, 11, 32)),
+        ("Boat", 53, (150, 0, 255)),
+        ("Bus", 54, (0, 60, 100)),
+        ("Car", 55, (0, 0, 142)),
+        ("Caravan", 56, (0, 0, 90)),
+        ("Motorcycle", 57, (0, 0, 230)),
+        ("On Rails", 58, (0, 80, 100)),
+        ("Other Vehicle", 59, (128, 64, 64)),
+        ("Trailer", 60, (0, 0, 110)),
+        ("Truck", 61, (0, 0, 70)),
+        ("Wheeled Slow", 62, (0, 0, 192)),
+        ("Car Mount", 63, (32, 32, 32)),
+        ("Ego Vehicle", 64, (120, 10, 10)),
+    ],
+)
+
 # The synthetic street scenes are labelled in Cityscapes train ids, so models and metrics
 # trained on them transfer to Cityscapes unchanged.
-_INFOS = {"cityscapes": CITYSCAPES, "camvid": CAMVID, "synthetic": CITYSCAPES}
+_INFOS = {"cityscapes": CITYSCAPES, "camvid": CAMVID, "mapillary": MAPILLARY,
+          "synthetic": CITYSCAPES}
 
 
 def get_info(name: str) -> DatasetInfo:
-    """The table for a dataset name as used in configs ('cityscapes', 'camvid', 'synthetic')."""
+    """The table for a dataset name as used in configs ('cityscapes', 'camvid', 'mapillary',
+    'synthetic')."""
     try:
         return _INFOS[name]
     except (KeyError, TypeError):

@@ -4,10 +4,15 @@ Batch sizes in the config are global; each process builds its own slice of the d
 and produces `global // process_count` examples per step.
 """
 
+import collections
+import dataclasses
 import math
+import threading
+from typing import Any
 
 import grain
 import numpy as np
+from absl import logging
 
 from data_pipelines import DataError, build_source
 from data_pipelines.transforms import IGNORE_LABEL, EvalTransform, TrainAugment
@@ -39,6 +44,108 @@ def _process_seed(seed, process_index):
     return int(np.random.SeedSequence([int(seed), int(process_index)]).generate_state(1)[0])
 
 
+# --- Unreadable examples (config.data.skip_corrupt) --------------------------------------
+
+MAX_CONSECUTIVE_SKIPS = 100
+_skip_lock = threading.Lock()
+_skipped = collections.Counter()
+
+
+def skipped_examples(kind="train"):
+    """Unreadable examples skipped so far in this process with `config.data.skip_corrupt`.
+
+    'train' counts those replaced in the batches consumed so far (also when grain workers
+    are separate processes), 'eval' those left out of every eval pass so far.
+    """
+    with _skip_lock:
+        return _skipped[kind]
+
+
+def _add_skipped(kind, count):
+    with _skip_lock:
+        _skipped[kind] += count
+
+
+class SkipCorrupt:
+    """Source wrapper: an example whose files raise DataError is replaced by the next
+    readable one.
+
+    The replacement depends only on the index, so shuffling, resuming and multi-process
+    sharding stay deterministic. grain workers may be separate processes, so the number of
+    examples each element replaced travels with it as `skipped` (see `_CountSkipped`).
+    Each bad example is logged once per process.
+    """
+
+    def __init__(self, source):
+        self._source = source
+        self._logged = set()
+
+    def __len__(self):
+        return len(self._source)
+
+    def __repr__(self):
+        return f"SkipCorrupt({self._source!r})"
+
+    def __getitem__(self, index):
+        size = len(self._source)
+        tries = min(size, MAX_CONSECUTIVE_SKIPS)
+        first_error = None
+        for attempt in range(tries):
+            i = (index + attempt) % size
+            try:
+                example = self._source[i]
+            except DataError as e:
+                first_error = first_error or e
+                if i not in self._logged:
+                    self._logged.add(i)
+                    logging.warning("Skipping unreadable example %d: %s", i, e)
+                continue
+            return {**example, "skipped": np.int32(attempt)}
+        raise DataError(
+            f"{tries} consecutive examples of {self._source!r} from index {index} are "
+            "unreadable, so the dataset rather than a few files is broken (check "
+            f"--config.dataset.root and the dataset format); first error: {first_error}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _KeepSkipped:
+    """Carries `skipped` past an augmentation that returns only image and label."""
+
+    augment: Any
+
+    def __call__(self, example, rng):
+        return {**self.augment(example, rng), "skipped": example["skipped"]}
+
+
+class _CountSkipped:
+    """Last stage of the train stream, in the trainer process: moves each batch's `skipped`
+    into `skipped_examples('train')` and logs the count after every epoch's worth of
+    examples (epochs of this process's shard, counted from the start of this run)."""
+
+    def __init__(self, epoch_size):
+        self._epoch_size = epoch_size
+        self._seen = 0
+        self._epoch = 0
+        self._in_epoch = 0
+
+    def __call__(self, batch):
+        batch = dict(batch)
+        skipped = int(np.sum(batch.pop("skipped")))
+        _add_skipped("train", skipped)
+        self._in_epoch += skipped
+        self._seen += len(batch["label"])
+        while self._seen >= self._epoch_size:
+            self._seen -= self._epoch_size
+            self._epoch += 1
+            log = logging.warning if self._in_epoch else logging.info
+            log("Input epoch %d of this run (%d examples): %d unreadable examples skipped "
+                "(%d in total).", self._epoch, self._epoch_size, self._in_epoch,
+                skipped_examples("train"))
+            self._in_epoch = 0
+        return batch
+
+
 def dataset_info(config):
     """The DatasetInfo (classes, palette, ignore label) of the configured dataset."""
     from data_pipelines.metadata import get_info
@@ -49,10 +156,12 @@ def dataset_info(config):
 def train_dataset(source, config, process_index, process_count):
     """The per-process train pipeline over `source`, before iteration starts."""
     local_batch = _local_batch_size(config.global_batch_size, process_count, "global_batch_size")
-    shard = grain.MapDataset.source(source)[process_index::process_count]
+    data = config.data
+    skip_corrupt = bool(data.get("skip_corrupt", False))
+    shard = grain.MapDataset.source(SkipCorrupt(source) if skip_corrupt else source)
+    shard = shard[process_index::process_count]
     if len(shard) == 0:
         raise DataError(f"{source!r} has no examples for process {process_index}/{process_count}")
-    data = config.data
     augment = TrainAugment(
         crop_size=tuple(data.crop_size),
         scale_range=tuple(data.scale_range),
@@ -60,7 +169,10 @@ def train_dataset(source, config, process_index, process_count):
         mean=tuple(data.mean),
         std=tuple(data.std),
         channel_order=data.channel_order,
+        long_edge=int(data.get("resize_long_edge", 0)),
     )
+    if skip_corrupt:
+        augment = _KeepSkipped(augment)
     ds = (
         shard.seed(_process_seed(config.seed, process_index))
         .shuffle()
@@ -76,6 +188,8 @@ def train_dataset(source, config, process_index, process_count):
     )
     if data.num_workers > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(data.num_workers)))
+    if skip_corrupt:
+        ds = ds.map(_CountSkipped(len(shard)))
     return ds
 
 
@@ -95,30 +209,55 @@ class _EvalShard:
     """This process's strided share of `source`, padded to `length` with masked examples.
 
     Padding reuses the shape of a real frame (label all ignore, image 0) so every
-    process runs the same number of equally shaped batches.
+    process runs the same number of equally shaped batches. With `skip_corrupt`, an
+    unreadable frame becomes such a masked entry, so it counts in no metric.
     """
 
-    def __init__(self, source, process_index, process_count, length):
+    def __init__(self, source, process_index, process_count, length, skip_corrupt=False):
         self._source = source
         self._indices = range(process_index, len(source), process_count)
         self._length = length
         self._padding = None
+        self._skip_corrupt = skip_corrupt
 
     def __len__(self):
         return self._length
 
     def __getitem__(self, i):
         if i < len(self._indices):
-            example = self._source[self._indices[i]]
+            try:
+                example = self._source[self._indices[i]]
+            except DataError as e:
+                if not self._skip_corrupt:
+                    raise
+                _add_skipped("eval", 1)
+                logging.warning("Leaving unreadable eval example %d out of the metrics: %s",
+                                self._indices[i], e)
+                return self._pad()
             return {"image": example["image"], "label": example["label"], "mask": True}
+        return self._pad()
+
+    def _pad(self):
         if self._padding is None:
-            template = self._source[self._indices[0] if self._indices else 0]
+            template = self._template()
             self._padding = {
                 "image": np.zeros_like(template["image"]),
                 "label": np.full_like(template["label"], IGNORE_LABEL),
                 "mask": False,
             }
         return self._padding
+
+    def _template(self):
+        """A readable frame whose shape the padding copies."""
+        if not self._skip_corrupt:
+            return self._source[self._indices[0] if self._indices else 0]
+        for index in [*self._indices, *range(len(self._source))]:
+            try:
+                return self._source[index]
+            except DataError:
+                continue
+        raise DataError(f"No example of {self._source!r} is readable; check "
+                        "--config.dataset.root and the dataset format.")
 
 
 def _collate_padded(examples):
@@ -150,13 +289,15 @@ def eval_dataset(source, config, process_index, process_count):
     local_batch, num_batches = _eval_layout(len(source), config.eval_batch_size, process_count)
     data = config.data
     transform = EvalTransform(
-        mean=tuple(data.mean), std=tuple(data.std), channel_order=data.channel_order
+        mean=tuple(data.mean), std=tuple(data.std), channel_order=data.channel_order,
+        long_edge=int(data.get("resize_long_edge", 0)),
     )
 
     def normalise(example):
         return {**transform(example), "mask": example["mask"]}
 
-    shard = _EvalShard(source, process_index, process_count, num_batches * local_batch)
+    shard = _EvalShard(source, process_index, process_count, num_batches * local_batch,
+                       skip_corrupt=bool(data.get("skip_corrupt", False)))
     return (
         grain.MapDataset.source(shard)
         .map(normalise)

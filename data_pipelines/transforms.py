@@ -29,6 +29,22 @@ def use_single_threaded_cv2():
         _cv2_single_threaded_pid = pid
 
 
+def resize_long_edge(image, label, long_edge):
+    """Resizes so the longer side is `long_edge` pixels (aspect kept; labels nearest).
+
+    Datasets whose frames vary in size (Mapillary Vistas) are brought to one scale this way
+    before scale augmentation and for evaluation. `long_edge` 0 returns the inputs.
+    """
+    height, width = label.shape
+    if not long_edge or max(height, width) == long_edge:
+        return image, label
+    scale = long_edge / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+    return image, label
+
+
 def random_scale(image, label, rng, scale_range):
     """Resizes by a factor drawn uniformly from `scale_range`; labels use nearest."""
     scale = rng.uniform(*scale_range)
@@ -95,10 +111,12 @@ class TrainAugment:
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     channel_order: str = "rgb"
+    long_edge: int = 0
 
     def __call__(self, example, rng):
         use_single_threaded_cv2()
         image, label = example["image"], example["label"]
+        image, label = resize_long_edge(image, label, self.long_edge)
         image, label = random_scale(image, label, rng, self.scale_range)
         image, label = pad_to_size(image, label, self.crop_size)
         image, label = random_crop(image, label, rng, self.crop_size)
@@ -112,14 +130,19 @@ class TrainAugment:
 
 @dataclasses.dataclass(frozen=True)
 class EvalTransform:
-    """Full-resolution normalisation only, so eval sees exactly the stored frames."""
+    """Normalisation only, so eval sees the stored frames (at `long_edge` if set, labels too)."""
 
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
     channel_order: str = "rgb"
+    long_edge: int = 0
 
     def __call__(self, example):
+        image, label = example["image"], np.asarray(example["label"])
+        if self.long_edge:
+            use_single_threaded_cv2()
+            image, label = resize_long_edge(image, label, self.long_edge)
         return {
-            "image": normalize(example["image"], self.mean, self.std, self.channel_order),
-            "label": np.asarray(example["label"]).astype(np.int32),
+            "image": normalize(image, self.mean, self.std, self.channel_order),
+            "label": label.astype(np.int32),
         }

@@ -38,6 +38,28 @@ Renames = Sequence[tuple[str, str]] | Callable[[str], str | None]
 # prefixes are stripped, or a function returning the new key (None drops the key).
 KEY_RENAMES: dict[str, Renames] = {
     "ddrnet23_slim": (),
+    "fchardnet70": (),
+    # FASSD-Net's released weights may predate its module rename: `aspp` (with branches
+    # `aspp2..4`) became `DAPF` (`pyBranch2..4`), `Dab_leo` became `mda`, and MDA's
+    # `ddconv3x1`/`ddconv1x3` gained a `parallel_` prefix. Current names pass unchanged.
+    **dict.fromkeys(("fassdnet", "fassdnet_l1", "fassdnet_l2"), (
+        (r"^aspp\.aspp(\d)\.", r"DAPF.pyBranch\1."),
+        (r"^aspp\.", "DAPF."),
+        (r"^Dab_leo\.", "mda."),
+        (r"\.ddconv(3x1|1x3)\.", r".parallel_ddconv\1."),
+    )),
+    # NVIDIA's trunk wraps torchvision's conv1/bn1 as `layer0.{0,1}`. A bare torchvision
+    # ImageNet ResNet-50 (`conv1.`, `layer1.`, ...) lands in `backbone`; its `fc` is skipped
+    # (convert it with strict=False).
+    **dict.fromkeys(("deeplabv3plus_r50", "synergy_deeplabv3plus_r50"), (
+        (r"^backbone\.layer0\.0\.", "backbone.conv1."),
+        (r"^backbone\.layer0\.1\.", "backbone.bn1."),
+        (r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."),
+    )),
+    # MSFNet has no released weights: a torchvision ImageNet ResNet-18 fills `backbone`
+    # (its `fc` is dropped) and the decoder keeps its init (convert with strict=False).
+    "msfnet": lambda key: (None if key.startswith("fc.")
+                           else re.sub(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1.", key)),
 }
 
 

@@ -17,19 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from segjax import losses, metrics, sharding
-
-EVAL_MODE = "whole"
+from segjax import inference, metrics, models, sharding
 
 
-def make_eval_step(model, num_classes: int, mesh, ignore_label: int = 255):
+def view_config(config) -> inference.ViewConfig:
+    """The configured evaluation views (whole/slide, scales, flip) for this model."""
+    multiple = models.traits(config.model.name).get("input_multiple", 1)
+    return inference.ViewConfig.from_config(config, multiple)
+
+
+def make_eval_step(model, num_classes: int, mesh, ignore_label: int = 255,
+                   view: inference.ViewConfig | None = None):
     """Jitted (variables, batch) -> (confusion matrix, predictions)."""
+    apply = lambda v, x: model.apply(v, x, train=False)
 
     def eval_step(variables, batch):
-        outputs = model.apply(variables, batch["image"], train=False)
         label = batch["label"]
-        logits = losses.upsample_logits(outputs["logits"], label.shape[1:3])
-        pred = jnp.argmax(logits.astype(jnp.float32), axis=-1).astype(jnp.int32)
+        scores = inference.class_scores(apply, variables, batch["image"], label.shape[1:3], view)
+        pred = jnp.argmax(scores, axis=-1).astype(jnp.int32)
         cm = metrics.confusion_matrix(pred, label, num_classes, ignore_label=ignore_label,
                                       mask=batch["mask"])
         return cm, pred.astype(jnp.uint8)
@@ -65,17 +70,26 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
     from data_pipelines import pipeline
 
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    eval_step = make_eval_step(model, info.num_classes, mesh, info.ignore_label)
+    view = view_config(config)
+    eval_step = make_eval_step(model, info.num_classes, mesh, info.ignore_label, view)
     accumulator = metrics.ConfusionAccumulator(info.num_classes)
+    writer = None
+    if config.get("eval_write_predictions", ""):
+        from segjax.cityscapes_export import PredictionWriter
+
+        writer = PredictionWriter.from_config(config, info)
     panels = None
     start = time.time()
     num_images = 0
+    skipped_before = pipeline.skipped_examples("eval")
     for batch in pipeline.make_eval_iterator(config):
         num_images += int(np.asarray(batch["mask"]).sum())
         pixels = int(np.asarray(batch["label"]).size) * jax.process_count()
         global_batch = sharding.to_global(batch, mesh)
         cm, pred = eval_step(variables, global_batch)
         accumulator.add(cm, pixels)
+        if writer is not None:
+            writer.add(pred, batch["mask"])
         if panels is None and num_images_to_log and jax.process_index() == 0:
             n = min(num_images_to_log, len(batch["image"]))
             local_pred = np.concatenate(
@@ -86,7 +100,12 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
     result = metrics.compute_iou(confusion)
     result["confusion_matrix"] = confusion
     num_images = int(sum_over_processes(num_images))
-    result.update(num_images=num_images, seconds=time.time() - start, mode=EVAL_MODE)
+    if config.data.get("skip_corrupt", False):  # unreadable images: masked out, counted here
+        result["num_skipped"] = int(
+            sum_over_processes(pipeline.skipped_examples("eval") - skipped_before))
+    if writer is not None:
+        result["num_predictions_written"] = int(sum_over_processes(writer.finish()))
+    result.update(num_images=num_images, seconds=time.time() - start, mode=view.describe())
     return result, panels
 
 
@@ -112,13 +131,18 @@ def report(result: dict, info, step: int, workdir: str | pathlib.Path | None,
     summary = metrics.metrics_to_dict(result, info.class_names)
     payload = {"step": int(step), "dataset": dataset, "mode": result["mode"],
                "num_images": result["num_images"], **summary}
+    if "num_skipped" in result:
+        payload["num_skipped"] = result["num_skipped"]
+        if result["num_skipped"]:
+            logging.warning("%d unreadable %s images were skipped and are not in the metrics",
+                            result["num_skipped"], dataset)
     if workdir is not None and jax.process_index() == 0:
         path = pathlib.Path(workdir) / f"eval_step_{int(step)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n")
     print(table, flush=True)
     print(f"step {int(step)}: mIoU={100 * result['miou']:.2f} over {result['num_images']} "
-          f"{dataset} images ({result['mode']} image)", flush=True)
+          f"{dataset} images (views: {result['mode']})", flush=True)
     return payload
 
 
@@ -130,15 +154,20 @@ def evaluate(config, workdir: str) -> dict[str, Any]:
     build_source(config.dataset, config.dataset.eval_split)  # fail on missing data before compiling
     setup = train.setup(config, workdir)
     try:
-        step = setup.checkpointer.latest_step()
-        if step is None:
-            raise FileNotFoundError(
-                f"No checkpoint in {pathlib.Path(workdir, 'checkpoints').absolute()}: train "
-                "first (--mode=train) or point --workdir at a run that has one.")
-        setup.checkpointer.check_compatible(step, setup.meta)
-        state = setup.checkpointer.restore_state_only(step, setup.state)
-        result, _ = run_evaluation(setup.model, state.variables(), config, setup.mesh,
-                                   info=setup.info)
+        step, variables = restore_latest(setup, workdir)
+        result, _ = run_evaluation(setup.model, variables, config, setup.mesh, info=setup.info)
         return report(result, setup.info, step, workdir, config.dataset.name)
     finally:
         setup.checkpointer.close()
+
+
+def restore_latest(setup, workdir) -> tuple[int, dict]:
+    """(step, inference variables) of the newest checkpoint in `workdir`, checked against
+    the config's model first."""
+    step = setup.checkpointer.latest_step()
+    if step is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {pathlib.Path(workdir, 'checkpoints').absolute()}: train "
+            "first (--mode=train) or point --workdir at a run that has one.")
+    setup.checkpointer.check_compatible(step, setup.meta)
+    return step, setup.checkpointer.restore_state_only(step, setup.state).variables()

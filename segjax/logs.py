@@ -28,7 +28,7 @@ def create_writer(workdir: str):
 class _DropLibraryInfo:
     """Keeps warnings from checkpoint and input libraries but drops their per-save INFO chatter."""
 
-    NOISY = ("/orbax/", "/grain/")
+    NOISY = ("/orbax/", "/grain/", "/jax/_src/xla_bridge.py")
 
     def filter(self, record) -> bool:
         import logging as std_logging

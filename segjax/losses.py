@@ -1,4 +1,5 @@
-"""Segmentation losses: class-weighted cross-entropy, HRNet-style OHEM, and the aux-head sum.
+"""Segmentation losses: class-weighted cross-entropy, HRNet-style OHEM, per-image bootstrapped CE
+and the aux-head sum.
 
 Everything takes NHWC logits and (N, H, W) integer labels, computes in float32 whatever the
 logit dtype, and keeps static shapes (masks instead of boolean indexing) so it can run inside
@@ -155,6 +156,43 @@ def ohem_cross_entropy(
     return _safe_ratio(jnp.sum(jnp.where(kept, loss, 0.0)), jnp.sum(kept, dtype=jnp.float32))
 
 
+def bootstrapped_cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    thresh: float = 0.3,
+    min_kept: int = 4096,
+    class_weights: Sequence[float] | None = None,
+    ignore_label: int = IGNORE_LABEL,
+) -> jax.Array:
+    """Per-image bootstrapped CE, FC-HarDNet's and FASSD-Net's `bootstrapped_cross_entropy2d`.
+
+    For each image, over all H·W pixels (ignored ones take part with loss 0, as in the
+    original sort): if more than `min_kept` pixel losses exceed `thresh`, their mean;
+    otherwise the mean of the `min_kept` largest losses, divided by `min_kept` even when some
+    are 0. The batch loss is the mean over images. `thresh` is on the CE itself (0.3 keeps
+    pixels with p(gt) < e^-0.3 ≈ 0.74). An image of at most `min_kept` pixels averages all
+    of them. Unlike OHEM the floor is per image, so no rescaling with the batch is needed.
+    The top-k only runs when some image has too few losses above the threshold.
+    """
+    if int(min_kept) < 1:
+        raise ValueError(f"bootstrap min_kept must be >= 1, got {min_kept!r}")
+    loss, _, _, _ = _pixel_terms(logits, labels, class_weights, ignore_label)
+    loss = loss.reshape(loss.shape[0], -1)
+    if int(min_kept) >= loss.shape[1]:
+        return jnp.mean(loss)
+    above = loss > jnp.float32(thresh)
+    num_above = jnp.sum(above, axis=1, dtype=jnp.float32)
+    mean_above = _safe_ratio(jnp.sum(jnp.where(above, loss, 0.0), axis=1), num_above)
+    use_above = num_above > min_kept  # sorted_loss[min_kept] > thresh
+    top_mean = jax.lax.cond(
+        jnp.all(use_above),
+        lambda: jnp.zeros(loss.shape[:1], jnp.float32),
+        lambda: jnp.mean(jax.lax.top_k(loss, int(min_kept))[0], axis=1),
+    )
+    return jnp.mean(jnp.where(use_above, mean_above, top_mean))
+
+
 def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
     """Field access that works for ConfigDict, dataclasses and plain dicts alike."""
     if isinstance(cfg, Mapping):
@@ -165,7 +203,8 @@ def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
 def pixel_loss(
     logits: jax.Array, labels: jax.Array, loss_cfg: Any, name: str | None = None
 ) -> jax.Array:
-    """The configured per-head loss ('ce' or 'ohem', or `name` if given) at label resolution."""
+    """The configured per-head loss ('ce', 'ohem' or 'bootstrap', or `name` if given) at label
+    resolution."""
     logits = upsample_logits(logits.astype(jnp.float32), labels.shape[1:3])
     name = name or _cfg_get(loss_cfg, "name", "ce")
     class_weights = _cfg_get(loss_cfg, "class_weights") or None
@@ -181,25 +220,40 @@ def pixel_loss(
             class_weights=class_weights,
             ignore_label=ignore_label,
         )
-    raise ValueError(f"unknown loss name {name!r}; expected 'ce' or 'ohem'")
+    if name == "bootstrap":
+        return bootstrapped_cross_entropy(
+            logits,
+            labels,
+            thresh=_cfg_get(loss_cfg, "bootstrap_thresh", 0.3),
+            min_kept=_cfg_get(loss_cfg, "bootstrap_min_kept", 4096),
+            class_weights=class_weights,
+            ignore_label=ignore_label,
+        )
+    raise ValueError(f"unknown loss name {name!r}; expected 'ce', 'ohem' or 'bootstrap'")
 
 
 LossTerm = Callable[[Mapping[str, jax.Array], jax.Array, Any], tuple[jax.Array, float] | None]
 LOSS_TERMS: dict[str, LossTerm] = {}
+# term -> the term it stands in for whenever it applies.
+REPLACED_TERMS: dict[str, str] = {}
 
 
-def register_loss_term(name: str) -> Callable[[LossTerm], LossTerm]:
+def register_loss_term(name: str, *, replaces: str | None = None
+                       ) -> Callable[[LossTerm], LossTerm]:
     """Add a term to `segmentation_loss`, logged as `loss/<name>`.
 
     A term maps (outputs, labels, loss_cfg) to (value, weight), or to None when the model
     does not produce the output it needs; that is how heads such as boundary branches plug in
-    without touching the models that lack them.
+    without touching the models that lack them. With `replaces`, the named term is dropped
+    whenever this one applies: for losses that redefine the main objective, not add to it.
     """
 
     def register(fn: LossTerm) -> LossTerm:
         if name in LOSS_TERMS:
             raise ValueError(f"loss term {name!r} is already registered")
         LOSS_TERMS[name] = fn
+        if replaces is not None:
+            REPLACED_TERMS[name] = replaces
         return fn
 
     return register
@@ -230,8 +284,11 @@ def segmentation_loss(
     """
     total = jnp.float32(0.0)
     terms = {}
-    for name, term in LOSS_TERMS.items():
-        result = term(outputs, labels, loss_cfg)
+    results = {name: term(outputs, labels, loss_cfg) for name, term in LOSS_TERMS.items()}
+    for name, replaced in REPLACED_TERMS.items():
+        if results.get(name) is not None:
+            results[replaced] = None
+    for name, result in results.items():
         if result is None:
             continue
         value, weight = result
@@ -242,3 +299,5 @@ def segmentation_loss(
 
 # Terms defined in their own modules register on import; they import this module first.
 from segjax import bcl as _bcl  # noqa: E402, F401
+from segjax import cbs as _cbs  # noqa: E402, F401
+from segjax import synergy_loss as _synergy_loss  # noqa: E402, F401

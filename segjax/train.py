@@ -79,19 +79,49 @@ def make_schedule(opt_cfg, num_steps: int) -> optax.Schedule:
     return optax.join_schedules([ramp, main], [warmup])
 
 
+def decoder_labels(params: Any) -> Any:
+    """'backbone' for params under a top-level `backbone` module, 'decoder' for the rest.
+
+    Pretrained trunks are fine-tuned while new layers train from scratch (SwiftNet/MSFNet),
+    so the two get separate LR and weight decay; without a `backbone` all is decoder.
+    """
+    def label(path, _):
+        return "backbone" if getattr(path[0], "key", None) == "backbone" else "decoder"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
 def make_optimizer(opt_cfg, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """SGD/Adam with PyTorch's coupled L2 weight decay, or AdamW's decoupled decay."""
+    """SGD/Adam with PyTorch's coupled L2 weight decay, or AdamW's decoupled decay.
+
+    `decoder_lr_multiplier` / `decoder_wd_multiplier` scale the LR and weight decay of the
+    decoder params (`decoder_labels`), like a second PyTorch param group. At 1 the optimizer
+    (and its state layout) is the single-group one. The returned schedule is the base LR.
+    """
     schedule = make_schedule(opt_cfg, num_steps)
-    wd = opt_cfg.weight_decay
-    if opt_cfg.name == "sgd":
-        base = optax.sgd(schedule, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov)
-    elif opt_cfg.name == "adam":
-        base = optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2)
-    elif opt_cfg.name == "adamw":
-        return optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=wd), schedule
-    else:
+    if opt_cfg.name not in ("sgd", "adam", "adamw"):
         raise ValueError(f"config.optimizer.name={opt_cfg.name!r}; choose sgd, adam or adamw")
-    tx = optax.chain(optax.add_decayed_weights(wd), base) if wd else base
+
+    def group(lr_multiplier: float, wd_multiplier: float) -> optax.GradientTransformation:
+        lr = schedule
+        if lr_multiplier != 1:
+            lr = lambda step: lr_multiplier * schedule(step)
+        wd = opt_cfg.weight_decay * wd_multiplier
+        if opt_cfg.name == "adamw":
+            return optax.adamw(lr, b1=opt_cfg.b1, b2=opt_cfg.b2, weight_decay=wd)
+        if opt_cfg.name == "sgd":
+            base = optax.sgd(lr, momentum=opt_cfg.momentum or None, nesterov=opt_cfg.nesterov)
+        else:
+            base = optax.adam(lr, b1=opt_cfg.b1, b2=opt_cfg.b2)
+        return optax.chain(optax.add_decayed_weights(wd), base) if wd else base
+
+    lr_multiplier = float(getattr(opt_cfg, "decoder_lr_multiplier", 1.0))
+    wd_multiplier = float(getattr(opt_cfg, "decoder_wd_multiplier", 1.0))
+    if lr_multiplier == 1 and wd_multiplier == 1:
+        return group(1.0, 1.0), schedule
+    tx = optax.multi_transform(
+        {"backbone": group(1.0, 1.0), "decoder": group(lr_multiplier, wd_multiplier)},
+        decoder_labels)
     return tx, schedule
 
 
@@ -141,6 +171,97 @@ def init_state(model, tx, rng, input_shape, mesh) -> TrainState:
                           opt_state=tx.init(params))
 
     return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
+
+
+def init_from_checkpoint(path: str, state: TrainState, meta: dict) -> TrainState:
+    """`state` with params and BatchNorm statistics from `config.init_checkpoint`.
+
+    Step and optimizer state stay fresh, so a fine-tune (e.g. FASSD-Net's +30k steps) runs
+    its own schedule from step 0. `path` is a segjax workdir, its `checkpoints` directory
+    (latest step) or one step directory; or an `.npz` of an official PyTorch state dict
+    (key -> array), converted with the model's key renames. `.pth`/`.pkl` files are read
+    only when torch is importable. `meta` is `checkpoint.describe` of the current config.
+    """
+    import orbax.checkpoint as ocp
+
+    source = pathlib.Path(path).expanduser().absolute()
+    template = {"params": state.params, "batch_stats": state.batch_stats}
+    where = f"config.init_checkpoint={str(path)!r}"
+    if not source.exists():
+        raise FileNotFoundError(
+            f"{where} does not exist. Point it at a segjax workdir or checkpoint step "
+            "directory, or at an .npz of an official PyTorch state dict; '' starts from the "
+            "model's own initialisation.")
+    if source.is_dir():
+        if (source / "checkpoints").is_dir():
+            directory, step = source / "checkpoints", None
+        elif source.name.isdigit():
+            directory, step = source.parent, int(source.name)
+        else:
+            directory, step = source, None
+        reader = checkpoint.Checkpointer(directory, async_save=False)
+        try:
+            step = reader.latest_step() if step is None else step
+            if step is None or step not in reader.manager.all_steps():
+                raise FileNotFoundError(
+                    f"{where} holds no segjax checkpoint (looked in {directory}). Pass a "
+                    "workdir that has trained, its checkpoints/ directory or a step inside it.")
+            found = reader.read_meta(step)
+            diffs = [f"{k}: checkpoint has {found.get(k)!r}, config has {meta[k]!r}"
+                     for k in ("model", "num_classes", "model_kwargs")
+                     if found.get(k) != meta[k]]
+            if diffs:
+                raise checkpoint.CheckpointMismatchError(
+                    f"{where} (step {step}) was trained for a different model "
+                    f"({'; '.join(diffs)}). Use a checkpoint of this model, or set "
+                    "config.model to the one it was trained with.")
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+            restored = reader.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=abstract, partial_restore=True,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
+            variables = restored["state"]
+        finally:
+            reader.close()
+    else:
+        variables = _convert_state_dict(source, template, meta, where)
+        variables = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
+                                 variables, template)
+    print(f"Initialised params and BatchNorm statistics from {source}", flush=True)
+    return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+
+
+def _convert_state_dict(source: pathlib.Path, template, meta: dict, where: str) -> dict:
+    """An official PyTorch state dict file → Flax variables shaped like `template`."""
+    from segjax import convert
+
+    if source.suffix == ".npz":
+        with np.load(source) as archive:
+            state_dict = {k: archive[k] for k in archive.files}
+    elif source.suffix in (".pth", ".pt", ".pkl"):
+        try:
+            import torch
+        except ImportError:
+            raise ValueError(
+                f"{where} is a PyTorch file but torch is not installed. Convert it to .npz "
+                "once where torch is available: python -c \"import numpy as np, torch; "
+                f"sd = torch.load('{source.name}', map_location='cpu', weights_only=False); "
+                "sd = sd.get('model_state', sd); np.savez('weights.npz', "
+                "**{k: v.numpy() for k, v in sd.items()})\" and point init_checkpoint at "
+                "weights.npz.") from None
+        loaded = torch.load(source, map_location="cpu", weights_only=False)
+        state_dict = loaded.get("model_state", loaded.get("state_dict", loaded))
+    else:
+        raise ValueError(f"{where}: expected a checkpoint directory, an .npz or a "
+                         f".pth/.pkl state dict, got {source.name!r}")
+    try:
+        return convert.torch_to_flax(state_dict, template, strict=True,
+                                     renames=convert.KEY_RENAMES.get(meta["model"]))
+    except convert.ConversionError as err:
+        raise convert.ConversionError(
+            f"{where} does not fit model {meta['model']!r} with {meta['num_classes']} classes "
+            f"(config.model.name / dataset). Use weights of this model and class count.\n"
+            f"{err}") from None
 
 
 @dataclasses.dataclass
@@ -231,6 +352,8 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
         state = s.checkpointer.restore(latest, state, train_iter)
         logging.info("Resumed from %s at step %d", s.checkpointer.directory, latest)
         print(f"Resuming from checkpoint step {latest} in {s.checkpointer.directory}", flush=True)
+    elif config.init_checkpoint:
+        state = init_from_checkpoint(config.init_checkpoint, state, s.meta)
     initial_step = int(jax.device_get(state.step))
 
     writer = create_writer(workdir)
@@ -270,6 +393,10 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
             history.update({i: float(m["loss"]) for i, m in fetched})
             means = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
                      for k in fetched[-1][1]}
+            if config.data.get("skip_corrupt", False):
+                from data_pipelines.pipeline import skipped_examples
+
+                means["train/skipped_examples"] = skipped_examples("train")
             writer.write_scalars(step, means)
         if save_now:
             s.checkpointer.save(step, state, train_iter, s.meta)

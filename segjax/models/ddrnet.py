@@ -168,7 +168,7 @@ class SegmentHead(nn.Module):
                       name="conv2")(nn.relu(bn("bn2")(x)))
 
 
-@register("ddrnet23_slim", aux_heads=1, output_stride=8)
+@register("ddrnet23_slim", aux_heads=1, output_stride=8, input_multiple=8)
 class DDRNet(nn.Module):
     """Dual-resolution network: a 1/8 high-resolution branch and a 1/64 context branch
     exchange features through two bilateral fusions; defaults are DDRNet-23-slim.
@@ -240,7 +240,7 @@ class DDRNet(nn.Module):
         return self.context(**kwargs)
 
 
-@register("bcmfnet", aux_heads=1, output_stride=8)
+@register("bcmfnet", aux_heads=1, output_stride=8, input_multiple=8)
 class BCMFNet(DDRNet):
     """BCMFNet: DDRNet-23-slim with LMFM in place of DAPPM as `spp` (spec §2.2).
 

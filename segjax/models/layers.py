@@ -44,11 +44,15 @@ def conv2d(
     groups: int = 1,
     use_bias: bool = False,
     dtype: Dtype = jnp.float32,
+    kernel_init: nn.initializers.Initializer = kaiming_fan_out,
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros,
     name: str | None = None,
 ) -> nn.Conv:
     """An `nn.Conv` with PyTorch Conv2d semantics: explicit symmetric padding, fp32 params.
 
     `padding=None` means d*(k//2) per axis; an int or pair is used as given on both sides.
+    The initialisers default to the official DDRNet ones; recipes that re-initialise their
+    convs (e.g. FASSD-Net's xavier) pass their own.
     """
     if padding is None:
         pad = torch_padding(kernel_size, dilation)
@@ -65,7 +69,8 @@ def conv2d(
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,
-        kernel_init=kaiming_fan_out,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
         name=name,
     )
 

@@ -1,0 +1,191 @@
+"""Inference speed by the real-time papers' protocol, with XLA's own cost figures.
+
+Batch 1 (configurable) at a fixed resolution, a random input already on the device, the
+forward compiled ahead of time outside the timer, warm-up calls, `block_until_ready`, and
+an iteration count calibrated to a time budget. FPS comes from a loop synchronised once at
+the end (how the papers time); latency percentiles from a loop synchronised per call.
+
+    python run.py --config=configs/bcmfnet_cityscapes.py --mode=benchmark --workdir=DIR \
+        [--config.benchmark.resolution=1024x2048] [--config.benchmark.dtype=bfloat16]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax import inference, models
+
+__all__ = ["DEVICE_PEAKS", "device_peak", "parse_resolution", "run_benchmark"]
+
+# Dense peak compute (TFLOP/s) per compute dtype and memory bandwidth (TB/s), from the
+# vendors' data sheets (SXM parts for NVIDIA). float32 convolutions on NVIDIA tensor cores
+# run as TF32 under XLA's default precision, so the float32 entry is the TF32 peak.
+DEVICE_PEAKS: dict[str, dict[str, float]] = {
+    "H200": {"bfloat16": 989.4, "float32": 494.7, "hbm_tbps": 4.8},
+    "H100": {"bfloat16": 989.4, "float32": 494.7, "hbm_tbps": 3.35},
+    "A100": {"bfloat16": 312.0, "float32": 156.0, "hbm_tbps": 2.039},
+    "L4": {"bfloat16": 121.0, "float32": 60.0, "hbm_tbps": 0.3},
+    "TPU v6 lite": {"bfloat16": 918.0, "float32": 918.0 / 4, "hbm_tbps": 1.64},
+    "TPU v5p": {"bfloat16": 459.0, "float32": 459.0 / 4, "hbm_tbps": 2.765},
+    "TPU v5 lite": {"bfloat16": 197.0, "float32": 197.0 / 4, "hbm_tbps": 0.819},
+    "TPU v4": {"bfloat16": 275.0, "float32": 275.0 / 4, "hbm_tbps": 1.2},
+}
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def device_peak(device_kind: str) -> dict[str, float] | None:
+    """The peak figures of a `jax.Device.device_kind`, or None where unknown (CPUs)."""
+    for key, peak in DEVICE_PEAKS.items():
+        if key.lower() in device_kind.lower():
+            return peak
+    return None
+
+
+def parse_resolution(value: Any) -> tuple[int, int]:
+    """'1024x2048' or (1024, 2048) → (1024, 2048)."""
+    if isinstance(value, str):
+        h, sep, w = value.lower().partition("x")
+        if not sep or not h.strip().isdigit() or not w.strip().isdigit():
+            raise ValueError(f"config.benchmark.resolution={value!r}: expected HxW, "
+                             "e.g. 1024x2048")
+        return int(h), int(w)
+    h, w = (int(v) for v in value)
+    return h, w
+
+
+def _cost(compiled) -> dict[str, float]:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, Sequence):
+        analysis = {k: sum(a.get(k, 0.0) for a in analysis) for k in ("flops", "bytes accessed")}
+    return {"flops": float(analysis.get("flops", 0.0)),
+            "bytes": float(analysis.get("bytes accessed", 0.0))}
+
+
+def _timed_loop(fn, args, iterations: int, sync_each: bool) -> list[float] | float:
+    if sync_each:
+        latencies = []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            latencies.append(time.perf_counter() - start)
+        return latencies
+    start = time.perf_counter()
+    out = None
+    for _ in range(iterations):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return time.perf_counter() - start
+
+
+def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | None = None,
+                  resolution=(1024, 2048), batch_size: int = 1, dtype: str = "float32",
+                  fold_batchnorm: bool = True, warmup: int = 5, time_budget_s: float = 10.0,
+                  min_iterations: int = 5, max_iterations: int = 10_000, seed: int = 0,
+                  printer=print) -> dict[str, Any]:
+    """Time the inference forward of a registry model; returns (and prints) the figures."""
+    if dtype not in DTYPES:
+        raise ValueError(f"config.benchmark.dtype={dtype!r}; choose {' or '.join(DTYPES)}")
+    height, width = parse_resolution(resolution)
+    if batch_size < 1:
+        raise ValueError(f"config.benchmark.batch_size={batch_size}: must be >= 1")
+    kwargs = dict(model_kwargs or {})
+    if "aux_head" in (models.accepted_kwargs(model_name) or ()):
+        kwargs["aux_head"] = False  # dropped at inference, as in every paper's timing
+    model = models.build(model_name, num_classes, dtype=DTYPES[dtype], **kwargs)
+    device = jax.devices()[0]
+
+    shape = (batch_size, height, width, 3)
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32)))(init_key)
+    params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(variables["params"])))
+    apply = None
+    num_folded = 0
+    if fold_batchnorm:
+        folded, variables = inference.fold_batchnorm(model, variables, shape)
+        apply, num_folded = folded.apply, len(folded.pairs)
+    forward = inference.make_forward(model, apply=apply)
+    variables = jax.device_put(variables, device)
+    images = jax.device_put(jax.random.normal(data_key, shape, jnp.float32), device)
+
+    start = time.perf_counter()
+    lowered = jax.jit(forward).lower(variables, images)
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    cost = _cost(compiled)
+
+    for _ in range(max(warmup, 1)):
+        jax.block_until_ready(compiled(variables, images))
+    probe = _timed_loop(compiled, (variables, images), 1, sync_each=True)[0]
+    iterations = int(np.clip(time_budget_s / 2 / max(probe, 1e-6), min_iterations,
+                             max_iterations))
+    elapsed = _timed_loop(compiled, (variables, images), iterations, sync_each=False)
+    latencies_ms = np.asarray(
+        _timed_loop(compiled, (variables, images), iterations, sync_each=True)) * 1e3
+    fps = batch_size * iterations / elapsed
+
+    peak = device_peak(device.device_kind)
+    achieved_tflops = cost["flops"] * iterations / elapsed / 1e12
+    achieved_tbps = cost["bytes"] * iterations / elapsed / 1e12
+    result = {
+        "model": model_name,
+        "device": f"{device.platform}:{device.device_kind}",
+        "num_devices_visible": jax.device_count(),
+        "resolution": f"{height}x{width}",
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "fold_batchnorm": bool(fold_batchnorm),
+        "folded_batchnorms": num_folded,
+        "fps": round(fps, 3),
+        "latency_ms_mean": round(float(latencies_ms.mean()), 3),
+        "latency_ms_std": round(float(latencies_ms.std()), 3),
+        "latency_ms_p50": round(float(np.percentile(latencies_ms, 50)), 3),
+        "latency_ms_p90": round(float(np.percentile(latencies_ms, 90)), 3),
+        "iterations": iterations,
+        "compile_s": round(compile_s, 3),
+        "params": params,
+        "gmacs": round(cost["flops"] / 2 / 1e9 / batch_size, 4),
+        "gbytes_accessed": round(cost["bytes"] / 1e9, 4),
+        "achieved_tflops": round(achieved_tflops, 4),
+        "roofline_compute_fraction": (round(achieved_tflops / peak[dtype], 4)
+                                      if peak else None),
+        "roofline_memory_fraction": (round(achieved_tbps / peak["hbm_tbps"], 4)
+                                     if peak else None),
+    }
+    printer(f"{model_name} on {result['device']}: {result['resolution']}, batch {batch_size}, "
+            f"{dtype}, BatchNorm folded: {num_folded if fold_batchnorm else 'no'}")
+    printer(f"  compile {compile_s:.2f} s; {iterations} timed iterations after {warmup} warm-up")
+    printer(f"  {fps:.2f} FPS; latency mean {result['latency_ms_mean']:.2f} ms, "
+            f"p50 {result['latency_ms_p50']:.2f} ms, p90 {result['latency_ms_p90']:.2f} ms")
+    printer(f"  {params:,} params; {result['gmacs']:.2f} GMACs per image; "
+            f"{result['gbytes_accessed']:.3f} GB accessed per call (XLA cost analysis)")
+    if peak:
+        printer(f"  roofline: {result['roofline_compute_fraction']:.1%} of peak {dtype} compute, "
+                f"{result['roofline_memory_fraction']:.1%} of peak memory bandwidth")
+    else:
+        printer(f"  roofline: no peak figures for device kind {device.device_kind!r}")
+    printer(json.dumps(result))
+    return result
+
+
+def benchmark(config, workdir: str | None = None) -> dict[str, Any]:
+    """`run_benchmark` for the model and dataset of a config (`config.benchmark` fields).
+
+    Speed does not depend on the weights, so none are loaded; `workdir` is unused."""
+    from data_pipelines import metadata
+
+    b = config.benchmark
+    kwargs = dict(config.model.kwargs.to_dict()) if config.model.kwargs else {}
+    return run_benchmark(
+        config.model.name, metadata.get_info(config.dataset.name).num_classes,
+        model_kwargs=kwargs, resolution=b.resolution, batch_size=int(b.batch_size),
+        dtype=b.dtype, fold_batchnorm=bool(b.fold_batchnorm), warmup=int(b.warmup),
+        time_budget_s=float(b.time_budget_s), min_iterations=int(b.min_iterations),
+        seed=int(config.seed))

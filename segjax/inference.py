@@ -1,0 +1,297 @@
+"""The deployable forward pass: BatchNorm folding, prediction and serialized export.
+
+Imports only jax/flax/numpy so that it runs on accelerator hosts without TensorFlow,
+grain or clu.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from segjax.models.layers import resize_bilinear
+
+__all__ = [
+    "EVAL_MODES",
+    "FoldedModel",
+    "ViewConfig",
+    "class_scores",
+    "export_forward",
+    "fold_batchnorm",
+    "foldable_pairs",
+    "load_exported",
+    "make_forward",
+]
+
+FOLD_COLLECTION = "batchnorm_fold"
+Path = tuple[str, ...]
+
+
+def _path(module: nn.Module) -> Path:
+    return tuple(module.scope.path)
+
+
+def foldable_pairs(model: nn.Module, variables: Mapping[str, Any],
+                   input_shape: Sequence[int]) -> list[tuple[Path, Path]]:
+    """(conv path, BatchNorm path) for every BatchNorm that reads a conv output directly.
+
+    Found by tracing the inference forward once and matching each BatchNorm's input
+    to the conv call that produced it, so no model needs to declare its pairs. A conv
+    whose output feeds more than one BatchNorm is left alone.
+    """
+    produced: dict[int, Path] = {}
+    pairs: list[tuple[Path, Path]] = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if context.method_name == "__call__":
+            if isinstance(context.module, nn.Conv):
+                produced[id(out)] = _path(context.module)
+            elif isinstance(context.module, nn.BatchNorm) and id(args[0]) in produced:
+                pairs.append((produced[id(args[0])], _path(context.module)))
+        return out
+
+    x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    convs = [conv for conv, _ in pairs]
+    return [(conv, bn) for conv, bn in pairs if convs.count(conv) == 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldedModel:
+    """`model` with each folded BatchNorm replaced by a per-channel shift after its conv.
+
+    The conv kernels carry the BN scale; the shifts live in the `batchnorm_fold`
+    collection keyed by conv path; the folded BatchNorms' variables are dropped.
+    `apply(variables, x)` has the model's inference signature.
+    """
+
+    model: nn.Module
+    pairs: tuple[tuple[Path, Path], ...]
+
+    def apply(self, variables: Mapping[str, Any], x: jax.Array, **kwargs: Any):
+        convs = {conv for conv, _ in self.pairs}
+        norms = {bn for _, bn in self.pairs}
+
+        def folded(next_fun, args, kwargs_, context):
+            if context.method_name != "__call__":
+                return next_fun(*args, **kwargs_)
+            path = _path(context.module)
+            if isinstance(context.module, nn.BatchNorm) and path in norms:
+                return args[0]
+            out = next_fun(*args, **kwargs_)
+            if isinstance(context.module, nn.Conv) and path in convs:
+                shift = context.module.get_variable(FOLD_COLLECTION, "shift")
+                out = out + shift.astype(out.dtype)
+            return out
+
+        kwargs.setdefault("train", False)
+        with nn.intercept_methods(folded):
+            return self.model.apply(variables, x, **kwargs)
+
+
+def fold_batchnorm(model: nn.Module, variables: Mapping[str, Any],
+                   input_shape: Sequence[int] = (1, 128, 128, 3)):
+    """Fold inference BatchNorm into the preceding convs: `(FoldedModel, variables)`.
+
+    y = γ (conv(x) + b − μ)/√(σ²+ε) + β becomes conv(x; W·s) + (b·s + β − μ·s) with
+    s = γ/√(σ²+ε), computed in float64. BatchNorms not fed by a conv (pre-activation
+    units) stay as they are. Equal to the unfolded model up to float rounding.
+    """
+    pairs = foldable_pairs(model, variables, input_shape)
+    flat_params = traverse_util.flatten_dict(dict(variables["params"]))
+    flat_stats = traverse_util.flatten_dict(dict(variables.get("batch_stats", {})))
+    eps = _batchnorm_eps(model, variables, input_shape)
+    shifts = {}
+    for conv, bn in pairs:
+        gamma = np.asarray(flat_params.pop((*bn, "scale")), np.float64)
+        beta = np.asarray(flat_params.pop((*bn, "bias")), np.float64)
+        mean = np.asarray(flat_stats.pop((*bn, "mean")), np.float64)
+        var = np.asarray(flat_stats.pop((*bn, "var")), np.float64)
+        scale = gamma / np.sqrt(var + eps[bn])
+        kernel = np.asarray(flat_params[(*conv, "kernel")], np.float64)
+        flat_params[(*conv, "kernel")] = jnp.asarray(kernel * scale, jnp.float32)
+        shift = beta - mean * scale
+        if (*conv, "bias") in flat_params:
+            bias = np.asarray(flat_params[(*conv, "bias")], np.float64)
+            flat_params[(*conv, "bias")] = jnp.asarray(bias * scale, jnp.float32)
+        shifts[(*conv, "shift")] = jnp.asarray(shift, jnp.float32)
+    folded = {
+        "params": traverse_util.unflatten_dict(flat_params),
+        "batch_stats": traverse_util.unflatten_dict(flat_stats),
+        FOLD_COLLECTION: traverse_util.unflatten_dict(shifts),
+    }
+    return FoldedModel(model, tuple(pairs)), folded
+
+
+def _batchnorm_eps(model, variables, input_shape) -> dict[Path, float]:
+    """Each BatchNorm's epsilon (1e-5 in most models, 1e-3 in FASSD-Net's MDA)."""
+    eps: dict[Path, float] = {}
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            eps[_path(context.module)] = float(context.module.epsilon)
+        return next_fun(*args, **kwargs)
+
+    x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    return eps
+
+
+def make_forward(model: nn.Module, *, output: str = "logits",
+                 apply: Callable | None = None) -> Callable:
+    """`forward(variables, images) -> outputs[output]` for inference (no aux heads used).
+
+    `apply` substitutes a folded model's apply; images are NHWC, already normalised.
+    """
+    apply = apply or (lambda v, x: model.apply(v, x, train=False))
+
+    def forward(variables, images):
+        return apply(variables, images)[output]
+
+    return forward
+
+
+def export_forward(forward: Callable, variables: Any, image_shape: Sequence[int],
+                   dtype=jnp.float32) -> bytes:
+    """Serialize `forward(variables, images)` with a symbolic batch dimension.
+
+    `image_shape` is (H, W, C); the artifact accepts any batch size at that resolution
+    and runs without this library (`jax.export.deserialize(...).call(variables, x)`).
+    """
+    (batch,) = jax.export.symbolic_shape("batch")
+    images = jax.ShapeDtypeStruct((batch, *image_shape), dtype)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
+    exported = jax.export.export(jax.jit(forward))(abstract, images)
+    return bytes(exported.serialize())
+
+
+def load_exported(blob: bytes) -> jax.export.Exported:
+    """The artifact written by `export_forward`; call it as `.call(variables, images)`."""
+    return jax.export.deserialize(bytearray(blob))
+
+
+EVAL_MODES = ("whole", "slide")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewConfig:
+    """How an image is looked at: whole or by sliding windows, at several scales, flipped.
+
+    Scales and windows are static, so each (scale, flip, window) compiles once.
+    `input_multiple` pads every view at the bottom/right to a size the network accepts.
+    """
+
+    mode: str = "whole"
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    window: tuple[int, int] = (1024, 1024)
+    stride: tuple[int, int] = (768, 768)
+    input_multiple: int = 1
+
+    def __post_init__(self):
+        if self.mode not in EVAL_MODES:
+            raise ValueError(f"config.eval_mode={self.mode!r}; choose {' or '.join(EVAL_MODES)}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"config.eval_scales={self.scales!r}: need positive scales")
+        if self.mode == "slide" and (min(self.window) <= 0 or min(self.stride) <= 0):
+            raise ValueError(f"config.eval_window={self.window} / eval_stride={self.stride} "
+                             "must be positive")
+
+    @property
+    def is_single_view(self) -> bool:
+        return self.mode == "whole" and tuple(self.scales) == (1.0,) and not self.flip
+
+    def describe(self) -> str:
+        """What produced a number, for reports: e.g. 'slide 1024x1024/768, scales 0.5-1.75,
+        flip'."""
+        parts = [self.mode if self.mode == "whole" else
+                 f"slide {self.window[0]}x{self.window[1]}/{self.stride[0]}x{self.stride[1]}"]
+        if tuple(self.scales) != (1.0,):
+            parts.append("scales " + ",".join(f"{s:g}" for s in self.scales))
+        if self.flip:
+            parts.append("flip")
+        return ", ".join(parts)
+
+    @classmethod
+    def from_config(cls, config, input_multiple: int = 1) -> ViewConfig:
+        return cls(mode=config.eval_mode, scales=tuple(float(s) for s in config.eval_scales),
+                   flip=bool(config.eval_flip), window=tuple(int(v) for v in config.eval_window),
+                   stride=tuple(int(v) for v in config.eval_stride),
+                   input_multiple=int(input_multiple))
+
+
+def _logits_at_input(apply, variables, images, multiple: int):
+    """Logits resized to the input's size; the input is padded to `multiple` first."""
+    h, w = images.shape[1:3]
+    ph, pw = -h % multiple, -w % multiple
+    padded = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else images
+    logits = apply(variables, padded)["logits"].astype(jnp.float32)
+    logits = resize_bilinear(logits, padded.shape[1:3])
+    return logits[:, :h, :w]
+
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    """mmseg's grid: windows every `stride`, the last one flush with the far edge."""
+    if size <= window:
+        return [0]
+    count = -(-(size - window) // stride) + 1
+    return [min(i * stride, size - window) for i in range(count)]
+
+
+def _slide(apply, variables, images, view: ViewConfig):
+    """Logits averaged over overlapping windows; images smaller than a window are padded."""
+    h, w = images.shape[1:3]
+    wh, ww = min(view.window[0], h), min(view.window[1], w)
+    total = jnp.zeros((*images.shape[:3], 0), jnp.float32)
+    count = np.zeros((h, w), np.float32)
+    for y in _window_starts(h, wh, view.stride[0]):
+        for x in _window_starts(w, ww, view.stride[1]):
+            crop = images[:, y:y + wh, x:x + ww]
+            logits = _logits_at_input(apply, variables, crop, view.input_multiple)
+            if total.shape[-1] == 0:
+                total = jnp.zeros((*images.shape[:3], logits.shape[-1]), jnp.float32)
+            total = total.at[:, y:y + wh, x:x + ww].add(logits)
+            count[y:y + wh, x:x + ww] += 1
+    return total / jnp.asarray(count)[None, :, :, None]
+
+
+def class_scores(apply: Callable, variables, images: jax.Array, out_size: Sequence[int],
+                 view: ViewConfig | None = None) -> jax.Array:
+    """Per-class scores at `out_size` whose argmax is the prediction.
+
+    A single whole-image view returns its logits (as the papers evaluate); with several
+    views (scales, flips, windows within a view excepted) the softmax probabilities are
+    averaged, as mmseg's test-time augmentation does. `apply(variables, x)` returns the
+    model's output dict.
+    """
+    view = view or ViewConfig()
+    out_size = (int(out_size[0]), int(out_size[1]))
+    if view.is_single_view:
+        logits = _logits_at_input(apply, variables, images, view.input_multiple)
+        return resize_bilinear(logits, out_size)
+    h, w = images.shape[1:3]
+    total = None
+    for scale in view.scales:
+        size = (max(int(round(h * scale)), 1), max(int(round(w * scale)), 1))
+        scaled = resize_bilinear(images, size) if size != (h, w) else images
+        for flipped in (False, True) if view.flip else (False,):
+            x = scaled[:, :, ::-1] if flipped else scaled
+            if view.mode == "slide":
+                logits = _slide(apply, variables, x, view)
+            else:
+                logits = _logits_at_input(apply, variables, x, view.input_multiple)
+            if flipped:
+                logits = logits[:, :, ::-1]
+            probs = jax.nn.softmax(resize_bilinear(logits, out_size), axis=-1)
+            total = probs if total is None else total + probs
+    return total / (len(view.scales) * (2 if view.flip else 1))
