@@ -31,6 +31,12 @@ def _allowed_raw_values():
 _ALLOWED = _allowed_raw_values()
 
 
+def _missing_root(root, fix: str) -> DataError:
+    where = (f"CamVid root {root!r} ({os.path.abspath(root)}) does not exist" if root
+             else "CamVid root is not set (config.dataset.root is empty)")
+    return DataError(f"{where}. {fix}")
+
+
 class CamVidSource:
     """One split of the SegNet CamVid copy: `train/ trainannot/ ... train.txt val.txt`.
 
@@ -42,16 +48,10 @@ class CamVidSource:
 
     def __init__(self, root, split):
         if not root or not os.path.isdir(root):
-            where = (
-                f"CamVid root {root!r} ({os.path.abspath(root)}) does not exist"
-                if root
-                else "CamVid root is not set (config.dataset.root is empty)"
-            )
-            raise DataError(
-                f"{where}. Put the SegNet CamVid copy (layout: {LAYOUT}) in a directory "
+            raise _missing_root(
+                root, f"Put the SegNet CamVid copy (layout: {LAYOUT}) in a directory "
                 "and set --config.dataset.root=/path/to/camvid, "
-                "or use --config=configs/quickstart.py for the built-in synthetic data."
-            )
+                "or use --config=configs/quickstart.py for the built-in synthetic data.")
         self.root = os.path.abspath(root)
         self.split = split
         self.info = get_info("camvid")
@@ -314,16 +314,10 @@ class CamVidOriginalSource:
 
     def __init__(self, root, split):
         if not root or not os.path.isdir(root):
-            where = (
-                f"CamVid root {root!r} ({os.path.abspath(root)}) does not exist"
-                if root
-                else "CamVid root is not set (config.dataset.root is empty)"
-            )
-            raise DataError(
-                f"{where}. Put the original CamVid release ({ORIGINAL_LAYOUT}) in a directory "
+            raise _missing_root(
+                root, f"Put the original CamVid release ({ORIGINAL_LAYOUT}) in a directory "
                 "and set --config.dataset.root=/path/to/camvid, or use the SegNet copy with "
-                "--config.dataset.camvid_format=segnet."
-            )
+                "--config.dataset.camvid_format=segnet.")
         self.root = os.path.abspath(root)
         self.split = split
         self.info = get_info("camvid")

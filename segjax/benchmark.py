@@ -103,8 +103,7 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
     device = jax.devices()[0]
 
     shape = (batch_size, height, width, 3)
-    init_key, data_key = jax.random.split(jax.random.key(seed))
-    variables = jax.jit(lambda k: model.init(k, jnp.zeros(shape, jnp.float32)))(init_key)
+    variables = inference.random_variables(model, shape, seed)
     params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(variables["params"])))
     apply = None
     num_folded = 0
@@ -113,7 +112,8 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
         apply, num_folded = folded.apply, len(folded.pairs)
     forward = inference.make_forward(model, apply=apply)
     variables = jax.device_put(variables, device)
-    images = jax.device_put(jax.random.normal(data_key, shape, jnp.float32), device)
+    images = jax.device_put(
+        np.random.default_rng(seed + 1).standard_normal(shape).astype(np.float32), device)
 
     start = time.perf_counter()
     lowered = jax.jit(forward).lower(variables, images)

@@ -20,6 +20,7 @@ from segjax.models.layers import resize_bilinear
 
 __all__ = [
     "EVAL_MODES",
+    "random_variables",
     "FoldedModel",
     "ViewConfig",
     "class_scores",
@@ -36,6 +37,29 @@ Path = tuple[str, ...]
 
 def _path(module: nn.Module) -> Path:
     return tuple(module.scope.path)
+
+
+def random_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0,
+                     scale: float = 0.05) -> dict[str, Any]:
+    """Variables of the right shapes filled from NumPy (params ~ N(0, scale²), BatchNorm
+    scale 1, running mean 0, var 1), for timing and export checks.
+
+    Compiling `model.init` costs tens of seconds on CPU (one threefry program per
+    initializer) and speed does not depend on the values.
+    """
+    rng = np.random.default_rng(seed)
+    x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+
+    def fill(path, leaf):
+        name = getattr(path[-1], "key", "")
+        if name == "var" or (name == "scale" and len(leaf.shape) == 1):
+            return jnp.ones(leaf.shape, leaf.dtype)
+        if name == "mean":
+            return jnp.zeros(leaf.shape, leaf.dtype)
+        return jnp.asarray(scale * rng.standard_normal(leaf.shape), leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def foldable_pairs(model: nn.Module, variables: Mapping[str, Any],

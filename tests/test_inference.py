@@ -62,7 +62,7 @@ def test_folding_preserves_the_function(name):
     kwargs = {"include_top": False} if name == "resnet18" else {}
     model = models.build(name, 19, **kwargs)
     x = jax.random.normal(jax.random.key(1), (2, 64, 96, 3))
-    variables = _perturbed(model.init(jax.random.key(0), x))
+    variables = _perturbed(inference.random_variables(model, x.shape))
     folded, folded_vars = inference.fold_batchnorm(model, variables, x.shape)
     assert folded.pairs
     with jax.default_matmul_precision("highest"):
@@ -76,7 +76,7 @@ def test_folding_a_conv_with_bias_keeps_its_bias():
     # DDRNet's stem convs are biased: dropping the bias would shift every feature.
     model = models.build("ddrnet23_slim", 19, aux_head=False)
     x = jax.random.normal(jax.random.key(1), (1, 64, 64, 3))
-    variables = _perturbed(model.init(jax.random.key(0), x))
+    variables = _perturbed(inference.random_variables(model, x.shape))
     folded, folded_vars = inference.fold_batchnorm(model, variables, x.shape)
     assert (("conv1", "0"), ("conv1", "1")) in folded.pairs
     want = model.apply(variables, x)["logits"]
@@ -90,7 +90,7 @@ def test_folding_a_conv_with_bias_keeps_its_bias():
 def test_export_round_trip_with_symbolic_batch(tmp_path):
     model = models.build("bcmfnet", 11, aux_head=False)
     x = jax.random.normal(jax.random.key(0), (1, 64, 96, 3))
-    variables = _perturbed(model.init(jax.random.key(0), x))
+    variables = _perturbed(inference.random_variables(model, x.shape))
     forward = inference.make_forward(model)
     path = tmp_path / "bcmfnet.jax"
     path.write_bytes(inference.export_forward(forward, variables, (64, 96, 3)))
@@ -140,6 +140,21 @@ def test_device_peaks():
     assert benchmark.device_peak("cpu") is None
 
 
+def test_random_variables_fill_every_leaf_with_the_init_shapes():
+    model = models.build("resnet18", 10, include_top=True)
+    x = jnp.zeros((1, 32, 32, 3))
+    want = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    got = inference.random_variables(model, x.shape, seed=3)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), got) == jax.tree.map(
+        lambda a: (a.shape, a.dtype), want)
+    assert float(jnp.std(got["params"]["conv1"]["kernel"])) > 0.01
+    assert np.all(np.asarray(got["batch_stats"]["bn1"]["var"]) == 1)
+    again = inference.random_variables(model, x.shape, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(got),
+                                                     jax.tree.leaves(again)))
+
+
+@pytest.mark.slow
 def test_benchmark_mode_from_the_command_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "run.py", "--config=configs/bcmfnet_camvid.py", "--mode=benchmark",

@@ -392,12 +392,15 @@ def test_summary_gmacs_at_cityscapes_resolution():
     result = summary.summarize(MODEL, 19, (1024, 2048))
     assert result["params"] == 5695987
     assert abs(result["gmacs"] - 36.28) / 36.28 < 0.01, result["gmacs"]
+    assert result["conv_gmacs"] == pytest.approx(36.28, abs=0.01)  # the spec's hook count
 
 
 def test_summary_cli_last_line(capsys):
     assert summary.main(["--model", MODEL, "--num_classes", "11", "--resolution", "64x128",
                          "--set", "planes=32", "--set", "aux_head=True"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    match = re.fullmatch(r"params=(\d+) gmacs=(\S+)", last)
+    match = re.fullmatch(r"params=(\d+) gmacs=(\S+) conv_gmacs=(\S+)", last)
     assert match and int(match[1]) == 5733302 and float(match[2]) > 0
+    # Hook-style counting includes padded taps, so it is never below XLA's convolutions.
+    assert float(match[3]) > 0.9 * float(match[2])
 

@@ -28,6 +28,7 @@ def _write_images(folder, sizes):
     (folder / "notes.txt").write_text("not an image")
 
 
+@pytest.mark.slow
 def test_predict_writes_labels_colours_and_overlays(trained, tmp_path):
     config, workdir = trained
     sizes = [(64, 96), (50, 70), (64, 96)]  # 50x70 needs padding to a multiple of 32
@@ -47,6 +48,7 @@ def test_predict_writes_labels_colours_and_overlays(trained, tmp_path):
         assert cv2.imread(str(tmp_path / "out" / "overlay" / f"frame_{i}.png")).shape == (h, w, 3)
 
 
+@pytest.mark.slow
 def test_cityscapes_label_ids(trained, tmp_path):
     config, workdir = trained
     _write_images(tmp_path / "in", [(64, 64)])
@@ -67,6 +69,7 @@ def test_cityscapes_label_ids(trained, tmp_path):
     assert not (tmp_path / "out" / "overlay").exists()
 
 
+@pytest.mark.slow
 def test_bad_inputs_name_the_field(trained, tmp_path):
     config, workdir = trained
     with pytest.raises(ValueError, match="config.predict.input is empty"):

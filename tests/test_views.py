@@ -107,6 +107,7 @@ def test_describe_says_which_views_produced_a_number():
     assert view.describe() == "slide 512x512/256x384, scales 0.5,1, flip"
 
 
+@pytest.mark.slow
 def test_evaluation_with_test_time_augmentation(tmp_path):
     config = tiny_config(**{"eval_mode": "slide", "eval_window": (64, 64),
                             "eval_stride": (64, 32), "eval_scales": (0.75, 1.0),
