@@ -131,7 +131,7 @@ class CamVidSource:
         label = _check_label_values(label, label_path)
         return {
             "image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
-            "label": self.info.id_to_train_lut[label],
+            "label": self.info.to_train_ids(label),
         }
 
 

@@ -77,4 +77,4 @@ class CityscapesSource:
             raise DataError(f"label {label_path} has values {bad} outside the Cityscapes "
                             f"labelIds 0..{MAX_LABEL_ID}; is it a labelIds PNG?")
         return {"image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
-                "label": self.info.id_to_train_lut[label]}
+                "label": self.info.to_train_ids(label)}

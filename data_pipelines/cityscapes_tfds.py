@@ -235,7 +235,7 @@ class CityscapesTfdsSource:
             raise DataError(f"{where}: label values {bad} are outside the Cityscapes labelIds "
                             f"0..{MAX_LABEL_ID}; was it built from gtFine_trainvaltest.zip?")
         return {"image": np.ascontiguousarray(image, np.uint8),
-                "label": self.info.id_to_train_lut[label]}
+                "label": self.info.to_train_ids(label)}
 
 
 def source_from_config(dataset_cfg, split):

@@ -119,7 +119,7 @@ class MapillarySource:
             raise DataError(f"label {label_path} has values {bad} outside the v1.2 class "
                             f"indices 0..{MAPILLARY_UNLABELED}; is it a v2.0 label?")
         return {"image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
-                "label": self.info.id_to_train_lut[label]}
+                "label": self.info.to_train_ids(label)}
 
 
 def read_index_png(path):

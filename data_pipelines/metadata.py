@@ -74,6 +74,13 @@ class DatasetInfo:
         lut.flags.writeable = False
         return lut
 
+    def to_train_ids(self, raw: np.ndarray) -> np.ndarray:
+        """A raw uint8 label map -> train ids through `id_to_train_lut` (cv2.LUT, which is
+        ~5x faster than numpy indexing on full-resolution frames)."""
+        import cv2
+
+        return cv2.LUT(np.ascontiguousarray(raw, np.uint8), self.id_to_train_lut)
+
 
 def _table(name, rows, **kwargs) -> DatasetInfo:
     return DatasetInfo(
