@@ -14,6 +14,7 @@ MODES = {
     "evaluate": ("segjax.evaluate", "evaluate"),
     "predict": ("segjax.predict", "predict"),
     "benchmark": ("segjax.benchmark", "benchmark"),
+    "export": ("segjax.export", "export"),
 }
 
 FLAGS = flags.FLAGS
@@ -23,7 +24,8 @@ flags.DEFINE_enum("mode", "train", list(MODES),
                   "train: train (resuming from --workdir) and evaluate; "
                   "evaluate: evaluate the latest checkpoint in --workdir; "
                   "predict: label the images of config.predict.input with it; "
-                  "benchmark: time the inference forward (config.benchmark).")
+                  "benchmark: time the inference forward (config.benchmark); "
+                  "export: serialize the latest checkpoint as one program (config.export).")
 flags.DEFINE_bool("traceback", False, "Show the full traceback of configuration and data errors.")
 flags.mark_flags_as_required(["config", "workdir"])
 

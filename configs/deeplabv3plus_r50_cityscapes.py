@@ -10,9 +10,10 @@ paper's (SGD 0.01, momentum 0.9, weight decay 5e-4, poly, 150 epochs, batch 2, p
 crop 896 and scale 0.5-2.0 are NVIDIA's defaults. `--config.model.kwargs.output_stride=16`
 is the ~3x cheaper variant.
 Recipe gaps: NVIDIA's colour jitter (0.25) and class-uniform sampling are not implemented;
-the trunk should start from ImageNet ResNet-50 weights, but config.init_checkpoint converts
-strictly, so a torchvision state dict (which convert_for_model(..., strict=False) maps into
-`backbone`) cannot be passed there yet and the recipe starts from scratch; the poly power
+the trunk starts from ImageNet ResNet-50 weights with
+`--config.model.pretrained=resnet50-19c8e357.npz` (torchvision's state dict as .npz /
+.safetensors, or .pth with torch; not shipped, so the default starts from scratch), which
+fills `backbone` only; the poly power
 (0.9 per iteration) is not stated by the paper (NVIDIA: 1.0 per epoch). A global batch of 2
 needs a mesh of 1 or 2 devices.
 """

@@ -10,14 +10,20 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
     # Initial params + BatchNorm statistics (not optimizer state or step) when the workdir has
-    # no checkpoint of its own: a segjax workdir / checkpoint step directory, or an .npz of
-    # an official PyTorch state dict (key -> array). "" starts from the model's init.
+    # no checkpoint of its own: a segjax workdir / checkpoint step directory (also the output
+    # of `python -m segjax.tools.convert`), or an .npz / .safetensors / .pth of an official
+    # PyTorch state dict of the whole model (strict). "" starts from the model's init.
     config.init_checkpoint = ""
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "ddrnet23_slim"
     # Constructor arguments of the registry model; `--config.model.kwargs.aux_head=False`.
     config.model.kwargs = ml_collections.ConfigDict({"aux_head": True})
+    # A PyTorch state dict file (.npz / .safetensors; .pth / .pt / .pkl need torch) loaded
+    # non-strictly at the start of a fresh run: every same-shaped entry, placed where its keys
+    # fit (a torchvision ResNet in `backbone`, HarDNet's ImageNet trunk in `base`, ...); the
+    # rest keeps its init. A workdir's own checkpoint wins; init_checkpoint is applied after.
+    config.model.pretrained = ""
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "synthetic"
@@ -145,6 +151,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.predict.label_format = "trainids"  # trainids | labelids (Cityscapes ids)
     config.predict.overlays = True
     config.predict.pad_to_multiple = 32  # pad bottom/right so every stride divides the input
+
+    # --mode=export: the latest checkpoint as one serialized program, uint8 RGB frames of
+    # this HxW (any batch) -> uint8 labels ("" = benchmark.resolution); segjax/export.py.
+    config.export = ml_collections.ConfigDict()
+    config.export.resolution = ""
+    config.export.fold_batchnorm = True
+    config.export.output = ""  # "" = WORKDIR/export/<model>_<dataset>_<HxW>.jaxexport
 
     # --mode=benchmark: the papers' speed protocol (segjax/benchmark.py).
     config.benchmark = ml_collections.ConfigDict()

@@ -9,6 +9,12 @@ global batch 16 of 1024x1024 crops (scale 0.5-2.0, flip), per-image bootstrapped
 The official run splits the batch over 2 GPUs without SyncBN (BatchNorm statistics over 8
 images); here BatchNorm sees the whole global batch. The paper's final models add a
 fine-tuning stage: configs/fassdnet_cityscapes_finetune.py.
+The official run starts `base` (the HarDNet encoder) from ImageNet weights: pass the
+official `weights/imagenet_weights.pth` (= FCHarDNet's `hardnet_petite_base.pth`, keys
+`0.conv.weight` ...; not shipped) converted to .npz / .safetensors, or the .pth where torch is
+installed, as `--config.model.pretrained=imagenet_weights.npz`; it lands in `base` (its
+HarDNet-70 blocks 15-17 are skipped) and DAPF and the decoder keep their init. Both expect
+the BGR input set here.
 """
 
 import ml_collections

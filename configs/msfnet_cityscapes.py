@@ -6,9 +6,10 @@ python run.py --config=configs/msfnet_cityscapes.py \
 Stated: Adam, batch 12, weight decay 2.5e-5, cosine LR 1e-4 → 1e-6, 350 epochs, random scale
 [0.5, 2], 1024×1024 crops, horizontal flip; loss CE + 1·CE on class boundaries at 1/8 (ε = 1);
 whole-frame single-scale evaluation. Gaps the paper leaves, and the choices here:
-- ImageNet ResNet-18 init of `backbone` (stated, not automated): a torchvision state dict
-  fills exactly `backbone` with `convert.convert_for_model("msfnet", sd, C, strict=False)`
-  (KEY_RENAMES drops `fc`); `config.init_checkpoint` takes whole-model weights only.
+- ImageNet ResNet-18 init of `backbone` (stated): not shipped; pass torchvision's
+  `resnet18` state dict, e.g. `--config.model.pretrained=resnet18-f37072fd.npz`
+  (.npz / .safetensors; .pth with torch). It fills exactly `backbone` (`fc` is skipped) and
+  the run prints what loaded; the decoder starts from its init.
 - Adam betas: not stated; PyTorch's defaults (0.9, 0.999). SwiftNet, whose fine-tuning LR and
   weight decay these equal, uses b2 = 0.99.
 - Parameter groups: not stated; one group. SwiftNet's new layers train at 4× LR and weight

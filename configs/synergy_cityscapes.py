@@ -10,12 +10,13 @@ Both scales are trained jointly and the loss is the NLL of the renormalised fuse
 `--config.model.kwargs.fusion=prob|mask|logits|attention` (spec §8.1, R-A default).
 Recipe gaps: crop 896 and scale 0.5-2.0 are NVIDIA's defaults, not stated by the paper;
 poly power 0.9 per iteration is assumed (NVIDIA: 1.0 per epoch); NVIDIA's colour jitter
-(0.25) and class-uniform sampling are not implemented; the trunk should start from ImageNet
-ResNet-50 weights, but config.init_checkpoint converts strictly, so a torchvision state dict
-(which convert_for_model(..., strict=False) maps into `backbone`) cannot be passed there yet
-and the recipe starts from scratch. A DeepV3PlusR50 state dict (.npz) does load there, the
-parameters being the same. Per-scale auxiliary CE is off (`--config.loss.scale_aux_weight=
-0.05` is NVIDIA's). A global batch of 2 needs a mesh of 1 or 2 devices.
+(0.25) and class-uniform sampling are not implemented; the trunk starts from ImageNet
+ResNet-50 weights with `--config.model.pretrained=resnet50-19c8e357.npz` (torchvision's state
+dict as .npz / .safetensors, or .pth with torch; not shipped, so the default starts from
+scratch): it fills `backbone` and the rest keeps its init. A whole DeepV3PlusR50 state dict
+goes to config.init_checkpoint instead, the parameters being the same. Per-scale auxiliary
+CE is off (`--config.loss.scale_aux_weight=0.05` is NVIDIA's). A global batch of 2 needs a
+mesh of 1 or 2 devices.
 """
 
 from configs import default

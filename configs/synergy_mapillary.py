@@ -10,7 +10,8 @@ The root holds the v1.2 package (training/{images,labels}) or the v2.0 package
 0.01, momentum 0.9, weight decay 5e-4, poly, 150 epochs, batch 2 (one RTX 3090 in the
 paper): 1.35M iterations on 18,000 images. Recipe gaps as in configs/synergy_cityscapes.py
 (crop 896 and scale 0.5-2.0 are NVIDIA's defaults; no colour jitter or class-uniform
-sampling; no ImageNet trunk initialisation through config.init_checkpoint yet).
+sampling; the ImageNet ResNet-50 trunk is loaded with
+`--config.model.pretrained=resnet50-19c8e357.npz`, a torchvision state dict, not shipped).
 """
 
 from configs import default

@@ -154,14 +154,21 @@ def dataset_info(config):
 
 
 def train_dataset(source, config, process_index, process_count):
-    """The per-process train pipeline over `source`, before iteration starts."""
+    """The per-process train pipeline over `source`, before iteration starts.
+
+    One global stream (shuffle, augmentation seeds) is cut into blocks of `local_batch`
+    examples; process p reads and augments only blocks p, p + P, ..., i.e. rows
+    [p * local, (p + 1) * local) of every global batch. So the global batch of step s is
+    the same for any process count (a 2-process pod trains like 1 process with the same
+    devices), each process reads a disjoint 1/P of every epoch, and the iterator state (the
+    step) means the same position under any process count.
+    """
     local_batch = _local_batch_size(config.global_batch_size, process_count, "global_batch_size")
     data = config.data
     skip_corrupt = bool(data.get("skip_corrupt", False))
-    shard = grain.MapDataset.source(SkipCorrupt(source) if skip_corrupt else source)
-    shard = shard[process_index::process_count]
-    if len(shard) == 0:
-        raise DataError(f"{source!r} has no examples for process {process_index}/{process_count}")
+    examples = grain.MapDataset.source(SkipCorrupt(source) if skip_corrupt else source)
+    if len(examples) == 0:
+        raise DataError(f"{source!r} has no examples")
     augment = TrainAugment(
         crop_size=tuple(data.crop_size),
         scale_range=tuple(data.scale_range),
@@ -173,13 +180,17 @@ def train_dataset(source, config, process_index, process_count):
     )
     if skip_corrupt:
         augment = _KeepSkipped(augment)
-    ds = (
-        shard.seed(_process_seed(config.seed, process_index))
+    blocks = (
+        examples.seed(_process_seed(config.seed, 0))  # process 0's seed: unchanged 1-process order
         .shuffle()
         .repeat()
         .random_map(augment)
         .batch(local_batch, drop_remainder=True)
-        .to_iter_dataset(
+    )
+    if process_count > 1:
+        blocks = blocks[process_index::process_count]
+    ds = (
+        blocks.to_iter_dataset(
             grain.ReadOptions(
                 num_threads=int(data.num_threads),
                 prefetch_buffer_size=int(data.prefetch_buffer_size),
@@ -189,7 +200,7 @@ def train_dataset(source, config, process_index, process_count):
     if data.num_workers > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(data.num_workers)))
     if skip_corrupt:
-        ds = ds.map(_CountSkipped(len(shard)))
+        ds = ds.map(_CountSkipped(max(len(examples) // process_count, 1)))
     return ds
 
 

@@ -7,6 +7,11 @@ the end (how the papers time); latency percentiles from a loop synchronised per 
 
     python run.py --config=configs/bcmfnet_cityscapes.py --mode=benchmark --workdir=DIR \
         [--config.benchmark.resolution=1024x2048] [--config.benchmark.dtype=bfloat16]
+
+With a non-default `config.mesh` (e.g. `--config.mesh.shape='(1, -1)'
+--config.mesh.axes='("data", "spatial")'`) the forward runs on the whole mesh: the input is
+sharded `P("data", "spatial")` when the batch divides the data axis, else `P(None,
+"spatial")` (bands of rows, the same images on every data index); params are replicated.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segjax import inference, models
+from segjax import inference, models, sharding
 
 __all__ = ["DEVICE_PEAKS", "device_peak", "parse_resolution", "run_benchmark"]
 
@@ -89,13 +94,17 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
                   resolution=(1024, 2048), batch_size: int = 1, dtype: str = "float32",
                   fold_batchnorm: bool = True, warmup: int = 5, time_budget_s: float = 10.0,
                   min_iterations: int = 5, max_iterations: int = 10_000, seed: int = 0,
-                  printer=print) -> dict[str, Any]:
-    """Time the inference forward of a registry model; returns (and prints) the figures."""
+                  mesh: jax.sharding.Mesh | None = None, printer=print) -> dict[str, Any]:
+    """Time the inference forward of a registry model; returns (and prints) the figures.
+
+    Without `mesh`, on one device (the papers' protocol); with one, sharded over it (see
+    the module docstring). XLA's cost figures are then per device."""
     if dtype not in DTYPES:
         raise ValueError(f"config.benchmark.dtype={dtype!r}; choose {' or '.join(DTYPES)}")
     height, width = parse_resolution(resolution)
     if batch_size < 1:
         raise ValueError(f"config.benchmark.batch_size={batch_size}: must be >= 1")
+    input_spec = None if mesh is None else _input_spec(mesh, batch_size, height)
     kwargs = dict(model_kwargs or {})
     if "aux_head" in (models.accepted_kwargs(model_name) or ()):
         kwargs["aux_head"] = False  # dropped at inference, as in every paper's timing
@@ -111,12 +120,21 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
         folded, variables = inference.fold_batchnorm(model, variables, shape)
         apply, num_folded = folded.apply, len(folded.pairs)
     forward = inference.make_forward(model, apply=apply)
-    variables = jax.device_put(variables, device)
-    images = jax.device_put(
-        np.random.default_rng(seed + 1).standard_normal(shape).astype(np.float32), device)
+    images = np.random.default_rng(seed + 1).standard_normal(shape).astype(np.float32)
+    if mesh is None:
+        variables = jax.device_put(variables, device)
+        images = jax.device_put(images, device)
+        jitted = jax.jit(forward)
+    else:
+        device = mesh.devices.flat[0]
+        repl = sharding.replicated(mesh)
+        image_sharding = jax.sharding.NamedSharding(mesh, input_spec)
+        variables = jax.device_put(variables, repl)
+        images = jax.device_put(images, image_sharding)
+        jitted = jax.jit(forward, in_shardings=(repl, image_sharding))
 
     start = time.perf_counter()
-    lowered = jax.jit(forward).lower(variables, images)
+    lowered = jitted.lower(variables, images)
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     cost = _cost(compiled)
@@ -138,6 +156,9 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
         "model": model_name,
         "device": f"{device.platform}:{device.device_kind}",
         "num_devices_visible": jax.device_count(),
+        "mesh": (None if mesh is None else
+                 ",".join(f"{k}={v}" for k, v in dict(mesh.shape).items())),
+        "input_sharding": None if input_spec is None else str(input_spec),
         "resolution": f"{height}x{width}",
         "batch_size": batch_size,
         "dtype": dtype,
@@ -161,6 +182,9 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
     }
     printer(f"{model_name} on {result['device']}: {result['resolution']}, batch {batch_size}, "
             f"{dtype}, BatchNorm folded: {num_folded if fold_batchnorm else 'no'}")
+    if mesh is not None:
+        printer(f"  mesh {result['mesh']} ({mesh.size} devices), input {input_spec}; XLA cost "
+                "figures per device")
     printer(f"  compile {compile_s:.2f} s; {iterations} timed iterations after {warmup} warm-up")
     printer(f"  {fps:.2f} FPS; latency mean {result['latency_ms_mean']:.2f} ms, "
             f"p50 {result['latency_ms_p50']:.2f} ms, p90 {result['latency_ms_p90']:.2f} ms")
@@ -173,6 +197,24 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
         printer(f"  roofline: no peak figures for device kind {device.device_kind!r}")
     printer(json.dumps(result))
     return result
+
+
+def _input_spec(mesh, batch_size: int, height: int) -> jax.sharding.PartitionSpec:
+    """P("data", "spatial") when the batch divides the data axis, else P(None, "spatial")."""
+    P = jax.sharding.PartitionSpec
+    sharding.check_height(height, mesh, "benchmark.resolution")
+    data = sharding.DATA_AXIS if batch_size % sharding.data_parallel_size(mesh) == 0 else None
+    if sharding.SPATIAL_AXIS in mesh.axis_names:
+        return P(data, sharding.SPATIAL_AXIS)
+    return P(data)
+
+
+def _config_mesh(config):
+    """The config's mesh, or None for the default one (the single-device protocol)."""
+    shape, axes = tuple(config.mesh.shape), tuple(config.mesh.axes)
+    if shape == (-1,) and axes == (sharding.DATA_AXIS,):
+        return None
+    return sharding.make_mesh(shape, axes)
 
 
 def benchmark(config, workdir: str | None = None) -> dict[str, Any]:
@@ -188,4 +230,4 @@ def benchmark(config, workdir: str | None = None) -> dict[str, Any]:
         model_kwargs=kwargs, resolution=b.resolution, batch_size=int(b.batch_size),
         dtype=b.dtype, fold_batchnorm=bool(b.fold_batchnorm), warmup=int(b.warmup),
         time_budget_s=float(b.time_budget_s), min_iterations=int(b.min_iterations),
-        seed=int(config.seed))
+        seed=int(config.seed), mesh=_config_mesh(config))

@@ -16,12 +16,68 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 META_VERSION = 1
 
 
 class CheckpointMismatchError(ValueError):
     """The workdir holds checkpoints of a different model or dataset."""
+
+
+def _resolved_kwargs(name: str, kwargs: dict | None) -> dict | None:
+    """`kwargs` with the model's defaults filled in, as JSON would store them."""
+    from segjax import models
+
+    try:
+        full = {**models.default_kwargs(name), **dict(kwargs or {})}
+    except ValueError:  # a model name this version does not know
+        return None
+    return json.loads(json.dumps(full, default=str))
+
+
+def meta_diffs(found: dict, meta: dict) -> list[str]:
+    """What differs between a checkpoint's `meta` and the config's (model, classes, model
+    options); options spelled out in one and left at their default in the other agree."""
+    diffs = [f"{k}: checkpoint has {found.get(k)!r}, config has {meta[k]!r}"
+             for k in ("model", "num_classes") if found.get(k) != meta[k]]
+    kwargs, want = found.get("model_kwargs"), meta["model_kwargs"]
+    if kwargs != want:
+        resolved = None if diffs else _resolved_kwargs(meta["model"], kwargs)
+        if resolved is None or resolved != _resolved_kwargs(meta["model"], want):
+            diffs.append(f"model_kwargs: checkpoint has {kwargs!r}, config has {want!r}")
+    return diffs
+
+
+def weights_only_meta(model: str, model_kwargs: dict, num_classes: int, source: str) -> dict:
+    """`describe`'s fields for converted weights, marked `weights_only` (no optimizer state,
+    step or input position: evaluate, predict and init_checkpoint accept it, resuming not)."""
+    return {
+        "version": META_VERSION,
+        "model": model,
+        "model_kwargs": json.loads(json.dumps(dict(model_kwargs), default=str)),
+        "num_classes": int(num_classes),
+        "dataset": None,
+        "weights_only": True,
+        "source": str(source),
+    }
+
+
+def save_weights_only(directory: str | pathlib.Path, variables: dict, meta: dict,
+                      step: int = 0) -> pathlib.Path:
+    """Writes `{'params', 'batch_stats'}` and `meta` as checkpoint `step` in `directory`
+    (a workdir's `checkpoints/`); returns the step directory."""
+    directory = pathlib.Path(directory).absolute()
+    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True)
+    manager = ocp.CheckpointManager(directory, options=options)
+    try:
+        tree = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(dict(meta))), force=True)
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+    return directory / str(step)
 
 
 def describe(config, num_classes: int) -> dict:
@@ -66,9 +122,7 @@ class Checkpointer:
 
     def check_compatible(self, step: int, meta: dict) -> None:
         found = self.read_meta(step)
-        keys = ("model", "num_classes", "model_kwargs")
-        diffs = [f"{k}: checkpoint has {found.get(k)!r}, config has {meta[k]!r}"
-                 for k in keys if found.get(k) != meta[k]]
+        diffs = meta_diffs(found, meta)
         workers = found.get("data_num_workers", meta["data_num_workers"])
         if not diffs and workers != meta["data_num_workers"]:
             raise CheckpointMismatchError(
@@ -81,18 +135,59 @@ class Checkpointer:
                 f"({'; '.join(diffs)}). Nothing was changed. Pass a fresh --workdir for this "
                 "config, or the config that wrote this checkpoint.")
 
+    def check_resumable(self, step: int) -> None:
+        """Refuses a weights-only checkpoint (tools/convert output) as a run to resume."""
+        found = self.read_meta(step)
+        if found.get("weights_only"):
+            workdir = self.directory.parent
+            raise CheckpointMismatchError(
+                f"{self.directory / str(step)} holds converted weights only (from "
+                f"{found.get('source')!r}): no optimizer state, step or input position to "
+                "resume training from. Nothing was changed. Train in a fresh --workdir with "
+                f"--config.init_checkpoint={workdir}; --mode=evaluate/predict read it as is.")
+
     def restore(self, step: int, state_template, data_iter=None) -> Any:
         """Restores into the structure and shardings of `state_template`."""
         import grain
 
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
         items = {"state": ocp.args.StandardRestore(abstract)}
-        if data_iter is not None:
+        saved_by_others = None if data_iter is None else self._iter_state_of_other_layout(step)
+        if data_iter is not None and saved_by_others is None:
             items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if saved_by_others is not None:
+            # The train stream's position is its step in one global stream, the same number
+            # in every process of any process count (data_pipelines.pipeline.train_dataset).
+            data_iter.set_state(json.loads(saved_by_others.read_text()))
+            getattr(data_iter, "start_prefetch", lambda: None)()
+            logging.warning(
+                "The input position of step %d was saved by %s processes and is resumed by "
+                "%d: the global batches continue where they stopped.", step,
+                saved_by_others.stem.rsplit("-of-", 1)[-1], jax.process_count())
         return restored["state"]
 
+    def _iter_state_of_other_layout(self, step: int) -> pathlib.Path | None:
+        """Process 0's saved input position when `step` was saved by another process count
+        (grain keeps one file per process and would find none for this one), else None."""
+        folder = self.directory / str(step) / "data_iter"
+        mine = folder / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if not folder.is_dir() or mine.exists():
+            return None
+        saved = sorted(folder.glob("process_0-of-*.json"))
+        return saved[0] if saved else None
+
     def restore_state_only(self, step: int, state_template) -> Any:
+        """The train state without the input position; a weights-only checkpoint fills
+        params and BatchNorm statistics and keeps the template's step and optimizer state."""
+        if self.read_meta(step).get("weights_only"):
+            template = {"params": state_template.params,
+                        "batch_stats": state_template.batch_stats}
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+            return state_template.replace(params=restored["state"]["params"],
+                                          batch_stats=restored["state"]["batch_stats"])
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
         restored = self.manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))

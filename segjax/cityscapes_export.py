@@ -55,6 +55,10 @@ def eval_frame_size(size, long_edge: int) -> tuple[int, int]:
 
 def local_rows(array) -> np.ndarray:
     """This process's rows of a batch-sharded global array, in its local batch order."""
+    if len(array.shape) >= 2 and any(s.index[1] != slice(None) for s in array.addressable_shards):
+        from segjax import sharding  # bands of rows (spatial mesh axis): reassemble them
+
+        return sharding.process_local(array)
     rows = {}
     for shard in array.addressable_shards:
         rows.setdefault(shard.index[0].start or 0, shard)  # replicas along other mesh axes

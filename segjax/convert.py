@@ -25,6 +25,7 @@ __all__ = [
     "WRAPPER_PREFIXES",
     "convert_for_model",
     "count_params",
+    "matching_keys",
     "model_template",
     "torch_to_flax",
 ]
@@ -146,32 +147,23 @@ def _describe(keys: Iterable[str], limit: int = 40) -> str:
     return f"\n  {shown}{more}"
 
 
-def torch_to_flax(
+def _match(
     state_dict: Mapping[str, Any],
-    variables_template: Mapping[str, Any],
+    index: Mapping[tuple[str, ...], dict],
+    renames: Renames | None,
+    prefix: str = "",
     *,
-    strict: bool = True,
-    renames: Renames | None = None,
-) -> dict[str, Any] | tuple[dict[str, Any], ConversionReport]:
-    """Convert a PyTorch state dict into `{'params': ..., 'batch_stats': ...}`.
+    cast: bool = True,
+) -> tuple[dict[tuple[str, ...], np.ndarray], list[str], dict[str, str]]:
+    """(filled Flax paths -> values, loaded torch keys, skipped torch key -> reason).
 
-    `variables_template` is the model's variables, real or abstract (`jax.eval_shape` of
-    `model.init`); it fixes the target paths, shapes and dtypes. Wrapper prefixes
-    (`module.`, `model.`) and `num_batches_tracked` are dropped before matching.
-
-    strict=True: every key must land on a template leaf of the same shape and every leaf
-    must be filled, else `ConversionError` lists the offending keys; returns the variables.
-    strict=False: returns `(variables, ConversionReport)`; unmatched or mis-shaped keys are
-    skipped and unfilled leaves keep the template's value (pass real initial variables to
-    get a usable tree, e.g. when importing a backbone into a segmentation model).
+    cast=False only decides what would load (the values stay un-copied torch-layout views).
     """
-    index = _index_template(variables_template)
     filled: dict[tuple[str, ...], np.ndarray] = {}
     loaded: list[str] = []
     skipped: dict[str, str] = {}
-
     for raw_key, raw_value in state_dict.items():
-        key = _apply_renames(_strip_wrappers(raw_key), renames)
+        key = _apply_renames(prefix + _strip_wrappers(raw_key), renames)
         if key is None:
             skipped[raw_key] = "dropped by renames"
             continue
@@ -194,8 +186,35 @@ def torch_to_flax(
         if path in filled:
             skipped[raw_key] = f"{'/'.join(path)} already filled by another key"
             continue
-        filled[path] = value.astype(expected.dtype)
+        filled[path] = value.astype(expected.dtype) if cast else value
         loaded.append(raw_key)
+    return filled, loaded, skipped
+
+
+def torch_to_flax(
+    state_dict: Mapping[str, Any],
+    variables_template: Mapping[str, Any],
+    *,
+    strict: bool = True,
+    renames: Renames | None = None,
+    prefix: str = "",
+) -> dict[str, Any] | tuple[dict[str, Any], ConversionReport]:
+    """Convert a PyTorch state dict into `{'params': ..., 'batch_stats': ...}`.
+
+    `variables_template` is the model's variables, real or abstract (`jax.eval_shape` of
+    `model.init`); it fixes the target paths, shapes and dtypes. Wrapper prefixes
+    (`module.`, `model.`) and `num_batches_tracked` are dropped before matching.
+
+    strict=True: every key must land on a template leaf of the same shape and every leaf
+    must be filled, else `ConversionError` lists the offending keys; returns the variables.
+    strict=False: returns `(variables, ConversionReport)`; unmatched or mis-shaped keys are
+    skipped and unfilled leaves keep the template's value (pass real initial variables to
+    get a usable tree, e.g. when importing a backbone into a segmentation model).
+    `prefix` is prepended to every key (after the wrappers are stripped, before the renames):
+    `"base."` places a bare trunk state dict in the model's `base` module.
+    """
+    index = _index_template(variables_template)
+    filled, loaded, skipped = _match(state_dict, index, renames, prefix)
 
     template_paths = [(c, *m, leaf) for m, leaves in index.items() for (c, leaf) in leaves]
     missing = ["/".join(p) for p in template_paths if p not in filled]
@@ -219,6 +238,18 @@ def torch_to_flax(
     if strict:
         return variables
     return variables, ConversionReport(loaded, skipped, missing)
+
+
+def matching_keys(
+    state_dict: Mapping[str, Any],
+    variables_template: Mapping[str, Any],
+    *,
+    renames: Renames | None = None,
+    prefix: str = "",
+) -> list[str]:
+    """The state-dict keys `torch_to_flax(..., strict=False)` would load (nothing is copied)."""
+    return _match(state_dict, _index_template(variables_template), renames, prefix,
+                  cast=False)[1]
 
 
 def model_template(model, input_shape: Sequence[int] = (1, 256, 256, 3)) -> dict[str, Any]:

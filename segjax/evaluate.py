@@ -39,8 +39,10 @@ def make_eval_step(model, num_classes: int, mesh, ignore_label: int = 255,
                                       mask=batch["mask"])
         return cm, pred.astype(jnp.uint8)
 
-    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(eval_step, in_shardings=(repl, data), out_shardings=(repl, data))
+    repl = sharding.replicated(mesh)
+    pixels = sharding.batch_sharding(mesh, ndim=3)  # P("data"[, "spatial"]): bands of rows
+    batch = {"image": pixels, "label": pixels, "mask": sharding.batch_sharding(mesh)}
+    return jax.jit(eval_step, in_shardings=(repl, batch), out_shardings=(repl, pixels))
 
 
 def denormalize(images: np.ndarray, data_cfg) -> np.ndarray:
@@ -92,8 +94,7 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
             writer.add(pred, batch["mask"])
         if panels is None and num_images_to_log and jax.process_index() == 0:
             n = min(num_images_to_log, len(batch["image"]))
-            local_pred = np.concatenate(
-                [np.asarray(s.data) for s in pred.addressable_shards])[:n]
+            local_pred = sharding.process_local(pred)[:n]
             panels = overlay_panels(batch["image"][:n], batch["label"][:n], local_pred, info,
                                     config.data)
     confusion = accumulator.result()
@@ -140,9 +141,10 @@ def report(result: dict, info, step: int, workdir: str | pathlib.Path | None,
         path = pathlib.Path(workdir) / f"eval_step_{int(step)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(table, flush=True)
-    print(f"step {int(step)}: mIoU={100 * result['miou']:.2f} over {result['num_images']} "
-          f"{dataset} images (views: {result['mode']})", flush=True)
+    if jax.process_index() == 0:
+        print(table, flush=True)
+        print(f"step {int(step)}: mIoU={100 * result['miou']:.2f} over {result['num_images']} "
+              f"{dataset} images (views: {result['mode']})", flush=True)
     return payload
 
 

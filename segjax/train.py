@@ -155,7 +155,9 @@ def make_train_step(model, tx, schedule, loss_cfg, mesh):
                    "grad_norm": optax.tree.norm(grads)}
         return new_state, scalars
 
-    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    # image [B, H, W, 3] and label [B, H, W]: P("data"), or P("data", "spatial") with a
+    # spatial mesh axis (bands of rows; GSPMD adds the convolutions' halo exchanges).
+    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh, ndim=3)
     return jax.jit(train_step, in_shardings=(repl, data), out_shardings=(repl, repl),
                    donate_argnums=0)
 
@@ -178,9 +180,10 @@ def init_from_checkpoint(path: str, state: TrainState, meta: dict) -> TrainState
 
     Step and optimizer state stay fresh, so a fine-tune (e.g. FASSD-Net's +30k steps) runs
     its own schedule from step 0. `path` is a segjax workdir, its `checkpoints` directory
-    (latest step) or one step directory; or an `.npz` of an official PyTorch state dict
-    (key -> array), converted with the model's key renames. `.pth`/`.pkl` files are read
-    only when torch is importable. `meta` is `checkpoint.describe` of the current config.
+    (latest step) or one step directory (also a `segjax.tools.convert` output); or an `.npz`
+    / `.safetensors` of an official PyTorch state dict (key -> array), converted with the
+    model's key renames. `.pth`/`.pt`/`.pkl` files are read only when torch is importable
+    (`segjax.pretrained.read_state_dict`). `meta` is `checkpoint.describe` of the config.
     """
     import orbax.checkpoint as ocp
 
@@ -206,10 +209,7 @@ def init_from_checkpoint(path: str, state: TrainState, meta: dict) -> TrainState
                 raise FileNotFoundError(
                     f"{where} holds no segjax checkpoint (looked in {directory}). Pass a "
                     "workdir that has trained, its checkpoints/ directory or a step inside it.")
-            found = reader.read_meta(step)
-            diffs = [f"{k}: checkpoint has {found.get(k)!r}, config has {meta[k]!r}"
-                     for k in ("model", "num_classes", "model_kwargs")
-                     if found.get(k) != meta[k]]
+            diffs = checkpoint.meta_diffs(reader.read_meta(step), meta)
             if diffs:
                 raise checkpoint.CheckpointMismatchError(
                     f"{where} (step {step}) was trained for a different model "
@@ -233,27 +233,11 @@ def init_from_checkpoint(path: str, state: TrainState, meta: dict) -> TrainState
 
 def _convert_state_dict(source: pathlib.Path, template, meta: dict, where: str) -> dict:
     """An official PyTorch state dict file → Flax variables shaped like `template`."""
-    from segjax import convert
+    from segjax import convert, pretrained
 
-    if source.suffix == ".npz":
-        with np.load(source) as archive:
-            state_dict = {k: archive[k] for k in archive.files}
-    elif source.suffix in (".pth", ".pt", ".pkl"):
-        try:
-            import torch
-        except ImportError:
-            raise ValueError(
-                f"{where} is a PyTorch file but torch is not installed. Convert it to .npz "
-                "once where torch is available: python -c \"import numpy as np, torch; "
-                f"sd = torch.load('{source.name}', map_location='cpu', weights_only=False); "
-                "sd = sd.get('model_state', sd); np.savez('weights.npz', "
-                "**{k: v.numpy() for k, v in sd.items()})\" and point init_checkpoint at "
-                "weights.npz.") from None
-        loaded = torch.load(source, map_location="cpu", weights_only=False)
-        state_dict = loaded.get("model_state", loaded.get("state_dict", loaded))
-    else:
-        raise ValueError(f"{where}: expected a checkpoint directory, an .npz or a "
-                         f".pth/.pkl state dict, got {source.name!r}")
+    state_dict = pretrained.read_state_dict(
+        source, field="config.init_checkpoint",
+        expected="a checkpoint directory, an .npz, .safetensors or .pth/.pt/.pkl state dict")
     try:
         return convert.torch_to_flax(state_dict, template, strict=True,
                                      renames=convert.KEY_RENAMES.get(meta["model"]))
@@ -282,7 +266,7 @@ def setup(config, workdir: str) -> Setup:
 
     info = pipeline.dataset_info(config)
     mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
-    sharding.check_batch_size(config.global_batch_size, mesh)
+    sharding.check_batch_size(config.global_batch_size, mesh, height=config.data.crop_size[0])
     model = build_model(config, info.num_classes)
     tx, schedule = make_optimizer(config.optimizer, config.num_train_steps)
     crop = tuple(config.data.crop_size)
@@ -348,12 +332,20 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
 
     latest = s.checkpointer.latest_step()
     if latest is not None:
+        s.checkpointer.check_resumable(latest)
         s.checkpointer.check_compatible(latest, s.meta)
         state = s.checkpointer.restore(latest, state, train_iter)
         logging.info("Resumed from %s at step %d", s.checkpointer.directory, latest)
-        print(f"Resuming from checkpoint step {latest} in {s.checkpointer.directory}", flush=True)
-    elif config.init_checkpoint:
-        state = init_from_checkpoint(config.init_checkpoint, state, s.meta)
+        if jax.process_index() == 0:
+            print(f"Resuming from checkpoint step {latest} in {s.checkpointer.directory}",
+                  flush=True)
+    else:  # a fresh run: pretrained (part of the model), then init_checkpoint (all of it)
+        if config.model.get("pretrained", ""):
+            from segjax import pretrained
+
+            state = pretrained.apply_to_state(config.model.pretrained, state, config.model.name)
+        if config.init_checkpoint:
+            state = init_from_checkpoint(config.init_checkpoint, state, s.meta)
     initial_step = int(jax.device_get(state.step))
 
     writer = create_writer(workdir)
@@ -396,7 +388,8 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
             if config.data.get("skip_corrupt", False):
                 from data_pipelines.pipeline import skipped_examples
 
-                means["train/skipped_examples"] = skipped_examples("train")
+                means["train/skipped_examples"] = evaluate.sum_over_processes(
+                    skipped_examples("train"))
             writer.write_scalars(step, means)
         if save_now:
             s.checkpointer.save(step, state, train_iter, s.meta)

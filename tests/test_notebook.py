@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from test_train import REPO, override
 
 from configs import bcmfnet_camvid
@@ -25,7 +24,6 @@ print("MIOU", namespace["result"]["miou"], namespace["result"]["num_images"])
 """
 
 
-@pytest.mark.slow
 def test_evaluate_notebook_runs_on_a_tiny_checkpoint(camvid_root, tmp_path):
     config = bcmfnet_camvid.get_config()
     with config.unlocked():

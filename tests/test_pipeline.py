@@ -238,16 +238,23 @@ def test_processes_see_disjoint_shards(monkeypatch):
     source = IndexedSource(16)
     monkeypatch.setattr(pipeline, "build_source", lambda dataset_cfg, split: source)
     config = identity_augment_config(global_batch_size=4)
-    epochs = {}
+    epochs, batches = {}, {}
     for process in (0, 1):
         it = pipeline.make_train_iterator(config, process_index=process, process_count=2)
-        epochs[process] = [i for batch in take(it, 8) for i in indices_of(batch)]
-    first_epochs = {p: seen[:8] for p, seen in epochs.items()}
-    assert sorted(first_epochs[0]) == list(range(0, 16, 2))
-    assert sorted(first_epochs[1]) == list(range(1, 16, 2))
-    assert first_epochs[0] != sorted(first_epochs[0]), "training order must be shuffled"
-    assert sorted(epochs[0][8:]) == list(range(0, 16, 2))
-    assert epochs[0][8:] != first_epochs[0], "each epoch must be reshuffled"
+        batches[process] = take(it, 8)
+        epochs[process] = [i for batch in batches[process] for i in indices_of(batch)]
+    # Each epoch (8 steps x 2 examples per process) is split into disjoint halves.
+    for epoch in (slice(0, 8), slice(8, 16)):
+        assert sorted(epochs[0][epoch] + epochs[1][epoch]) == list(range(16))
+    first = epochs[0][:8] + epochs[1][:8]
+    assert first != sorted(first), "training order must be shuffled"
+    assert epochs[0][8:] != epochs[0][:8], "each epoch must be reshuffled"
+    # Process p holds rows [2p, 2p + 2) of the one-process global batch of every step.
+    single = take(pipeline.make_train_iterator(config, process_index=0, process_count=1), 8)
+    for step, whole in enumerate(single):
+        joined = {k: np.concatenate([batches[0][step][k], batches[1][step][k]])
+                  for k in whole}
+        assert_batches_equal([joined], [whole])
 
 
 def test_batch_size_must_split_over_processes():

@@ -26,7 +26,7 @@ class FirstFrames:
 
 
 CAMVID_CASES = [
-    pytest.param(bcmfnet_camvid.get_config, 30, {}, id="bcmfnet"),
+    pytest.param(bcmfnet_camvid.get_config, 30, {}, id="bcmfnet", marks=pytest.mark.slow),
     # Bootstrapped CE, frames at a 256-pixel long edge for the final evaluation. ~230
     # CPU-seconds, most of it compiling the ~120 random initialisers and the backward pass.
     pytest.param(fassdnet_l2_camvid.get_config, 30, {"data.resize_long_edge": 256},

@@ -132,10 +132,15 @@ def test_one_step_on_one_device_equals_eight_devices():
     state1, scalars1 = _one_step(config, jax.devices()[:1])
     state8, scalars8 = _one_step(config, jax.devices())
     assert scalars1["loss"] == pytest.approx(scalars8["loss"], abs=1e-5)
-    assert_trees_close(state1.params, state8.params, 1e-5)
+    # The step's update agrees to 0.5% of its largest entry: float32 sums over 32k pixels in
+    # another order, with cancellation, put ~1.5e-4 on conv1's update at this from-scratch
+    # gradient norm (~115; the same with plain CE). Per-device BatchNorm statistics or a
+    # per-device loss mean would differ by O(1).
+    update = max_abs_diff(state1.params, jax.device_get(_initial_params(config)))
+    assert update > 1e-2
+    assert max_abs_diff(state1.params, state8.params) < 5e-3 * update
     # BatchNorm statistics are over the global batch, not per device.
-    assert_trees_close(state1.batch_stats, state8.batch_stats, 1e-5)
-    assert max_abs_diff(state1.params, jax.device_get(_initial_params(config))) > 1e-4
+    assert_trees_close(state1.batch_stats, state8.batch_stats, 1e-4)
 
 
 def _initial_params(config):
@@ -194,7 +199,10 @@ def test_bfloat16_compute_keeps_float32_params_and_statistics():
         assert leaf.dtype in (np.float32, np.int32), leaf.dtype
 
 
-def test_checkpoint_of_another_model_is_refused(tmp_path):
+def test_checkpoint_of_another_model_is_refused(tmp_path, monkeypatch):
+    from test_fassdnet import zero_init_state
+
+    monkeypatch.setattr(train, "init_state", zero_init_state)  # the refusal is under test
     train.train_and_evaluate(tiny_config(num_train_steps=2), tmp_path)
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     other = tiny_config(num_train_steps=2)

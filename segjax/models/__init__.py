@@ -15,7 +15,8 @@ from typing import Any
 
 import flax.linen as nn
 
-__all__ = ["accepted_kwargs", "available", "build", "register", "traits"]
+__all__ = ["accepted_kwargs", "available", "build", "default_kwargs", "register",
+           "traits"]
 
 _NOT_FAMILIES = frozenset({"layers"})
 # Dataclass fields every linen Module has, which are not model options.
@@ -89,6 +90,26 @@ def accepted_kwargs(name: str) -> tuple[str, ...] | None:
             return None
         names = [p.name for p in params]
     return tuple(n for n in names if n not in _MODULE_INTERNALS and n != "num_classes")
+
+
+def default_kwargs(name: str) -> dict[str, Any]:
+    """The constructor options `build(name, C)` uses when none are given: the signature's
+    defaults overridden by the registered ones (options without a default are left out)."""
+    entry = _entry(name)
+    factory = entry.factory
+    found: dict[str, Any] = {}
+    if dataclasses.is_dataclass(factory):
+        for f in dataclasses.fields(factory):
+            if f.init and f.default is not dataclasses.MISSING:
+                found[f.name] = f.default
+            elif f.init and f.default_factory is not dataclasses.MISSING:
+                found[f.name] = f.default_factory()
+    else:
+        for p in inspect.signature(factory).parameters.values():
+            if p.default is not inspect.Parameter.empty:
+                found[p.name] = p.default
+    found = {k: v for k, v in found.items() if k not in _MODULE_INTERNALS and k != "num_classes"}
+    return {**found, **entry.defaults}
 
 
 def build(name: str, num_classes: int, **kwargs: Any) -> nn.Module:

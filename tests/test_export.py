@@ -1,0 +1,60 @@
+"""`--mode=export`: a checkpoint becomes one program that a jax-only process runs."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from test_fassdnet import zero_init_state
+from test_train import tiny_config
+
+from segjax import checkpoint, evaluate, export, inference, train
+
+RESOLUTION = (64, 96)
+
+LOAD_AND_LABEL = """
+import sys, numpy as np, jax
+exported = jax.export.deserialize(bytearray(open(sys.argv[1], "rb").read()))
+frames = np.load(sys.argv[2])
+labels = np.asarray(exported.call(frames))
+np.save(sys.argv[3], labels)
+print("segjax" in sys.modules, labels.shape, labels.dtype)
+"""
+
+
+def test_export_labels_frames_without_segjax(tmp_path, monkeypatch):
+    config = tiny_config(**{"export.resolution": "64x96"})
+    monkeypatch.setattr(train, "init_state", zero_init_state)
+    s = train.setup(config, str(tmp_path / "probe"))
+    s.checkpointer.close()
+    model = s.model
+    variables = inference.random_variables(model, (1, *RESOLUTION, 3), scale=0.2)
+    workdir = tmp_path / "run"
+    checkpoint.save_weights_only(workdir / "checkpoints", variables, checkpoint.weights_only_meta(
+        config.model.name, config.model.kwargs.to_dict(), 19, "test"), step=7)
+
+    meta = export.export(config, str(workdir))
+    size = "x".join(map(str, RESOLUTION))
+    artifact = workdir / "export" / f"ddrnet23_slim_synthetic_{size}.jaxexport"
+    assert meta["checkpoint_step"] == 7 and meta["agreement_with_live_model"] == 1.0
+    assert meta["folded_batchnorms"] > 0 and len(meta["classes"]) == 19
+    assert json.loads(artifact.with_suffix(".json").read_text())["input"]["dtype"] == "uint8"
+
+    frames = np.random.default_rng(1).integers(0, 256, (3, *RESOLUTION, 3), dtype=np.uint8)
+    np.save(tmp_path / "frames.npy", frames)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_LABEL, str(artifact), str(tmp_path / "frames.npy"),
+         str(tmp_path / "labels.npy")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[0] == "False"  # segjax was never imported
+    labels = np.load(tmp_path / "labels.npy")
+    assert labels.shape == (3, *RESOLUTION) and labels.dtype == np.uint8
+
+    # The live, unfolded model on the same frames, normalised as training does.
+    live = jax.jit(export.make_label_fn(model, variables, config.data,
+                                        evaluate.view_config(config)))(frames)
+    assert np.mean(np.asarray(live) == labels) > 0.999
+    assert len(np.unique(labels)) > 1  # not a constant map
