@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from absl import logging
 
+from segjax import sharding
+
 # Official image names; the prefix before `_leftImg8bit` identifies a frame in every product.
 CITYSCAPES_IMAGE = re.compile(r"([a-z\-]+)_(\d+)_(\d+)_leftImg8bit\.png")
 
@@ -51,18 +53,6 @@ def eval_frame_size(size, long_edge: int) -> tuple[int, int]:
         return height, width
     scale = long_edge / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def local_rows(array) -> np.ndarray:
-    """This process's rows of a batch-sharded global array, in its local batch order."""
-    if len(array.shape) >= 2 and any(s.index[1] != slice(None) for s in array.addressable_shards):
-        from segjax import sharding  # bands of rows (spatial mesh axis): reassemble them
-
-        return sharding.process_local(array)
-    rows = {}
-    for shard in array.addressable_shards:
-        rows.setdefault(shard.index[0].start or 0, shard)  # replicas along other mesh axes
-    return np.concatenate([np.asarray(rows[start].data) for start in sorted(rows)])
 
 
 class PredictionWriter:
@@ -116,7 +106,7 @@ class PredictionWriter:
         """Train-id `predictions`, (B, H, W): the eval step's batch-sharded global array or
         this process's rows; `mask` (B,) is the local eval batch's."""
         if hasattr(predictions, "addressable_shards"):
-            predictions = local_rows(predictions)
+            predictions = sharding.process_local(predictions)
         predictions, mask = np.asarray(predictions), np.asarray(mask)
         if len(predictions) != len(mask):
             raise ValueError(f"{len(predictions)} predictions for {len(mask)} mask entries")
