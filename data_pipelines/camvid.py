@@ -116,7 +116,7 @@ class CamVidSource:
 
     def __getitem__(self, index):
         image_path, label_path = self._pairs[index]
-        image = imread(image_path, cv2.IMREAD_COLOR, "image")
+        image = imread(image_path, cv2.IMREAD_COLOR_RGB, "image")
         label = imread(label_path, cv2.IMREAD_UNCHANGED, "label")
         if label.ndim != 2:
             raise DataError(
@@ -130,7 +130,7 @@ class CamVidSource:
             )
         label = _check_label_values(label, label_path)
         return {
-            "image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+            "image": image,
             "label": self.info.to_train_ids(label),
         }
 
@@ -369,7 +369,7 @@ class CamVidOriginalSource:
 
     def __getitem__(self, index):
         image_path, label_path = self._pairs[index]
-        image = imread(image_path, cv2.IMREAD_COLOR, "image")
+        image = imread(image_path, cv2.IMREAD_COLOR_RGB, "image")
         label = imread(label_path, cv2.IMREAD_COLOR, "label")
         if image.shape[:2] != label.shape[:2]:
             raise DataError(
@@ -377,6 +377,6 @@ class CamVidOriginalSource:
                 f"{label_path} is {label.shape[1]}x{label.shape[0]} (WxH); they must match."
             )
         return {
-            "image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+            "image": image,
             "label": colors_to_camvid(label, label_path),
         }

@@ -63,7 +63,7 @@ class CityscapesSource:
 
     def __getitem__(self, index):
         image_path, label_path = self._pairs[index]
-        image = imread(image_path, cv2.IMREAD_COLOR, "image")
+        image = imread(image_path, cv2.IMREAD_COLOR_RGB, "image")
         label = imread(label_path, cv2.IMREAD_UNCHANGED, "label")
         if label.ndim != 2:
             raise DataError(f"label {label_path} has shape {label.shape}; expected the "
@@ -76,5 +76,5 @@ class CityscapesSource:
             bad = np.unique(label[label > MAX_LABEL_ID]).tolist()
             raise DataError(f"label {label_path} has values {bad} outside the Cityscapes "
                             f"labelIds 0..{MAX_LABEL_ID}; is it a labelIds PNG?")
-        return {"image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+        return {"image": image,
                 "label": self.info.to_train_ids(label)}

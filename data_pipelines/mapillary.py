@@ -108,7 +108,7 @@ class MapillarySource:
 
     def __getitem__(self, index):
         image_path, label_path = self._pairs[index]
-        image = imread(image_path, cv2.IMREAD_COLOR, "image")
+        image = imread(image_path, cv2.IMREAD_COLOR_RGB, "image")
         label = read_index_png(label_path)
         if image.shape[:2] != label.shape:
             raise DataError(
@@ -118,7 +118,7 @@ class MapillarySource:
             bad = np.unique(label[label > MAPILLARY_UNLABELED]).tolist()
             raise DataError(f"label {label_path} has values {bad} outside the v1.2 class "
                             f"indices 0..{MAPILLARY_UNLABELED}; is it a v2.0 label?")
-        return {"image": cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+        return {"image": image,
                 "label": self.info.to_train_ids(label)}
 
 

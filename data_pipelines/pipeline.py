@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 
 from data_pipelines import DataError, build_source
-from data_pipelines.transforms import IGNORE_LABEL, EvalTransform, TrainAugment
+from data_pipelines.transforms import IGNORE_LABEL, EvalTransform, TrainAugment, mean_color
 
 
 def _process_layout(process_index=None, process_count=None):
@@ -173,9 +173,6 @@ def train_dataset(source, config, process_index, process_count):
         crop_size=tuple(data.crop_size),
         scale_range=tuple(data.scale_range),
         hflip=bool(data.hflip),
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-        channel_order=data.channel_order,
         long_edge=int(data.get("resize_long_edge", 0)),
     )
     if skip_corrupt:
@@ -205,7 +202,7 @@ def train_dataset(source, config, process_index, process_count):
 
 
 def make_train_iterator(config, process_index=None, process_count=None):
-    """Endless shuffled, augmented batches `{'image': f32 (B,h,w,3), 'label': i32 (B,h,w)}`.
+    """Endless shuffled, augmented batches `{'image': u8 (B,h,w,3) RGB, 'label': u8 (B,h,w)}`.
 
     The returned grain iterator has `get_state`/`set_state` (and works with
     `grain.checkpoint.CheckpointSave/Restore`), so a resumed run sees the same batches
@@ -271,22 +268,29 @@ class _EvalShard:
                         "--config.dataset.root and the dataset format.")
 
 
-def _collate_padded(examples):
-    """Stacks examples, padding smaller frames bottom/right with image 0 and label ignore."""
-    height = max(e["label"].shape[0] for e in examples)
-    width = max(e["label"].shape[1] for e in examples)
-    batch = len(examples)
-    images = np.zeros((batch, height, width, 3), np.float32)
-    labels = np.full((batch, height, width), IGNORE_LABEL, np.int32)
-    for b, e in enumerate(examples):
-        h, w = e["label"].shape
-        images[b, :h, :w] = e["image"]
-        labels[b, :h, :w] = e["label"]
-    return {
-        "image": images,
-        "label": labels,
-        "mask": np.array([e["mask"] for e in examples], bool),
-    }
+@dataclasses.dataclass(frozen=True)
+class _CollatePadded:
+    """Stacks examples, padding smaller frames bottom/right with `fill` (the mean colour,
+    so padding normalises to 0) and label ignore."""
+
+    fill: tuple = (0, 0, 0)
+
+    def __call__(self, examples):
+        height = max(e["label"].shape[0] for e in examples)
+        width = max(e["label"].shape[1] for e in examples)
+        batch = len(examples)
+        images = np.empty((batch, height, width, 3), np.uint8)
+        images[...] = np.asarray(self.fill, np.uint8)
+        labels = np.full((batch, height, width), IGNORE_LABEL, np.uint8)
+        for b, e in enumerate(examples):
+            h, w = e["label"].shape
+            images[b, :h, :w] = e["image"]
+            labels[b, :h, :w] = e["label"]
+        return {
+            "image": images,
+            "label": labels,
+            "mask": np.array([e["mask"] for e in examples], bool),
+        }
 
 
 def _eval_layout(num_examples, eval_batch_size, process_count):
@@ -299,20 +303,18 @@ def eval_dataset(source, config, process_index, process_count):
     """The per-process eval pipeline over `source`: one full, ordered pass."""
     local_batch, num_batches = _eval_layout(len(source), config.eval_batch_size, process_count)
     data = config.data
-    transform = EvalTransform(
-        mean=tuple(data.mean), std=tuple(data.std), channel_order=data.channel_order,
-        long_edge=int(data.get("resize_long_edge", 0)),
-    )
+    transform = EvalTransform(long_edge=int(data.get("resize_long_edge", 0)))
+    collate = _CollatePadded(tuple(int(v) for v in mean_color(data.mean, data.channel_order)))
 
-    def normalise(example):
+    def prepare(example):
         return {**transform(example), "mask": example["mask"]}
 
     shard = _EvalShard(source, process_index, process_count, num_batches * local_batch,
                        skip_corrupt=bool(data.get("skip_corrupt", False)))
     return (
         grain.MapDataset.source(shard)
-        .map(normalise)
-        .batch(local_batch, drop_remainder=True, batch_fn=_collate_padded)
+        .map(prepare)
+        .batch(local_batch, drop_remainder=True, batch_fn=collate)
         .to_iter_dataset(
             grain.ReadOptions(
                 num_threads=int(data.num_threads),
@@ -330,7 +332,7 @@ def num_eval_batches(config, process_index=None, process_count=None):
 
 
 def make_eval_iterator(config, process_index=None, process_count=None):
-    """One pass over the eval split: `{'image', 'label', 'mask': bool (B,)}` batches.
+    """One pass over the eval split: `{'image': u8, 'label': u8, 'mask': bool (B,)}` batches.
 
     Process p takes examples p, p+P, p+2P, ...; all processes yield
     `num_eval_batches` batches and padded entries have `mask=False`, so summing

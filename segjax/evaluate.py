@@ -27,13 +27,17 @@ def view_config(config) -> inference.ViewConfig:
 
 
 def make_eval_step(model, num_classes: int, mesh, ignore_label: int = 255,
-                   view: inference.ViewConfig | None = None):
-    """Jitted (variables, batch) -> (confusion matrix, predictions)."""
+                   view: inference.ViewConfig | None = None,
+                   norm: inference.InputNorm | None = None):
+    """Jitted (variables, batch) -> (confusion matrix, predictions); uint8 frames are
+    normalised inside by `norm` (None: ImageNet mean/std)."""
+    norm = norm or inference.InputNorm()
     apply = lambda v, x: model.apply(v, x, train=False)
 
     def eval_step(variables, batch):
-        label = batch["label"]
-        scores = inference.class_scores(apply, variables, batch["image"], label.shape[1:3], view)
+        label = batch["label"].astype(jnp.int32)
+        scores = inference.class_scores(apply, variables, norm(batch["image"]), label.shape[1:3],
+                                        view)
         pred = jnp.argmax(scores, axis=-1).astype(jnp.int32)
         cm = metrics.confusion_matrix(pred, label, num_classes, ignore_label=ignore_label,
                                       mask=batch["mask"])
@@ -45,21 +49,13 @@ def make_eval_step(model, num_classes: int, mesh, ignore_label: int = 255,
     return jax.jit(eval_step, in_shardings=(repl, batch), out_shardings=(repl, pixels))
 
 
-def denormalize(images: np.ndarray, data_cfg) -> np.ndarray:
-    """Normalised network input back to uint8 RGB for overlays."""
-    x = images * np.asarray(data_cfg.std) + np.asarray(data_cfg.mean)
-    if data_cfg.channel_order == "bgr":
-        x = x[..., ::-1]
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
-def overlay_panels(images, labels, preds, info, data_cfg) -> np.ndarray:
-    """Image | ground truth overlay | prediction overlay, side by side, in the dataset palette."""
+def overlay_panels(images, labels, preds, info) -> np.ndarray:
+    """uint8 RGB image | ground truth overlay | prediction overlay, side by side, in the
+    dataset palette."""
     from data_pipelines import metadata
 
-    rgb = denormalize(np.asarray(images), data_cfg)
     panels = []
-    for img, lab, pred in zip(rgb, np.asarray(labels), np.asarray(preds)):
+    for img, lab, pred in zip(np.asarray(images), np.asarray(labels), np.asarray(preds)):
         gt = metadata.overlay(img, lab, info)
         pr = metadata.overlay(img, pred, info)
         panels.append(np.concatenate([img, gt, pr], axis=1))
@@ -73,7 +69,8 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
 
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     view = view_config(config)
-    eval_step = make_eval_step(model, info.num_classes, mesh, info.ignore_label, view)
+    eval_step = make_eval_step(model, info.num_classes, mesh, info.ignore_label, view,
+                               inference.InputNorm.from_config(config.data))
     accumulator = metrics.ConfusionAccumulator(info.num_classes)
     writer = None
     if config.get("eval_write_predictions", ""):
@@ -95,8 +92,7 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
         if panels is None and num_images_to_log and jax.process_index() == 0:
             n = min(num_images_to_log, len(batch["image"]))
             local_pred = sharding.process_local(pred)[:n]
-            panels = overlay_panels(batch["image"][:n], batch["label"][:n], local_pred, info,
-                                    config.data)
+            panels = overlay_panels(batch["image"][:n], batch["label"][:n], local_pred, info)
     confusion = accumulator.result()
     result = metrics.compute_iou(confusion)
     result["confusion_matrix"] = confusion

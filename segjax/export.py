@@ -29,18 +29,13 @@ from segjax import inference
 
 def make_label_fn(model, variables, data_cfg, view: inference.ViewConfig | None = None):
     """`labels(frames)` with the weights closed over: uint8 RGB in, uint8 train ids out."""
-    order = data_cfg.channel_order
-    mean = jnp.asarray(data_cfg.mean, jnp.float32)
-    std = jnp.asarray(data_cfg.std, jnp.float32)
+    norm = inference.InputNorm.from_config(data_cfg)
 
     def apply(v, x):
         return model.apply(v, x, train=False)
 
     def labels(frames):
-        x = frames.astype(jnp.float32) / 255.0
-        if order == "bgr":
-            x = x[..., ::-1]
-        x = (x - mean) / std
+        x = norm(frames)
         scores = inference.class_scores(apply, variables, x, frames.shape[1:3], view)
         return jnp.argmax(scores, axis=-1).astype(jnp.uint8)
 

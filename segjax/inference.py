@@ -22,6 +22,7 @@ __all__ = [
     "EVAL_MODES",
     "random_variables",
     "FoldedModel",
+    "InputNorm",
     "ViewConfig",
     "class_scores",
     "export_forward",
@@ -205,6 +206,44 @@ def load_exported(blob: bytes) -> jax.export.Exported:
 
 
 EVAL_MODES = ("whole", "slide")
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputNorm:
+    """uint8 RGB frames -> network input `(x / 255 - mean) / std`, computed on the device.
+
+    The input pipeline ships uint8 images: a quarter of the host copies and host->device
+    bytes of float32, and the normalisation fuses into the first convolution's input.
+    Floating-point images are taken as already normalised and pass through unchanged.
+    `mean`/`std` are given in `channel_order`; 'bgr' serves weights trained on BGR input.
+    """
+
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    channel_order: str = "rgb"
+
+    def __post_init__(self):
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"config.data.channel_order={self.channel_order!r}; choose "
+                             f"{' or '.join(CHANNEL_ORDERS)}")
+
+    @classmethod
+    def from_config(cls, data_cfg) -> InputNorm:
+        return cls(mean=tuple(float(v) for v in data_cfg.mean),
+                   std=tuple(float(v) for v in data_cfg.std),
+                   channel_order=str(data_cfg.channel_order))
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        if jnp.issubdtype(images.dtype, jnp.floating):
+            return images
+        if images.dtype != jnp.uint8:
+            raise TypeError(f"images must be uint8 frames or normalised floats, got "
+                            f"{images.dtype}")
+        x = images.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
+        if self.channel_order == "bgr":
+            x = x[..., ::-1]
+        return (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)

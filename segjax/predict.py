@@ -44,21 +44,27 @@ def list_images(pattern: str) -> list[pathlib.Path]:
     return files
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+def pad_to_multiple(image: np.ndarray, multiple: int, fill=(0, 0, 0)) -> np.ndarray:
+    """Pads an HxWx3 image bottom/right with `fill` to a multiple of `multiple`."""
     h, w = image.shape[:2]
     ph, pw = -h % multiple, -w % multiple
-    if ph or pw:
-        image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-    return image
+    if not (ph or pw):
+        return image
+    padded = np.empty((h + ph, w + pw, image.shape[2]), image.dtype)
+    padded[...] = np.asarray(fill, image.dtype)
+    padded[:h, :w] = image
+    return padded
 
 
-def make_predict_fn(model, view: inference.ViewConfig | None = None):
-    """Jitted (variables, padded image batch, (H, W)) -> uint8 labels cropped to (H, W),
-    using the configured evaluation views."""
+def make_predict_fn(model, view: inference.ViewConfig | None = None,
+                    norm: inference.InputNorm | None = None):
+    """Jitted (variables, padded uint8 RGB batch, (H, W)) -> uint8 labels cropped to (H, W),
+    using the configured evaluation views; `norm` normalises on the device."""
     apply = lambda v, x: model.apply(v, x, train=False)
+    norm = norm or inference.InputNorm()
 
     def predict(variables, images, size):
-        scores = inference.class_scores(apply, variables, images, images.shape[1:3], view)
+        scores = inference.class_scores(apply, variables, norm(images), images.shape[1:3], view)
         return jnp.argmax(scores[:, :size[0], :size[1]], axis=-1).astype(jnp.uint8)
 
     return jax.jit(predict, static_argnums=2)
@@ -94,7 +100,7 @@ def predict_images(model, variables, files, out_dir, info, data_cfg, *,
     import cv2
 
     from data_pipelines import imread, metadata
-    from data_pipelines.transforms import normalize
+    from data_pipelines.transforms import mean_color
 
     if label_format not in LABEL_FORMATS:
         raise ValueError(f"config.predict.label_format={label_format!r}; choose "
@@ -111,12 +117,12 @@ def predict_images(model, variables, files, out_dir, info, data_cfg, *,
     folders = ["labels", "color"] + (["overlay"] if overlays else [])
     for folder in folders:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    predict = make_predict_fn(model, view)
+    predict = make_predict_fn(model, view, inference.InputNorm.from_config(data_cfg))
+    fill = mean_color(data_cfg.mean, data_cfg.channel_order)  # normalises to 0
     sizes = set()
     for done, path in enumerate(files, start=1):
-        rgb = cv2.cvtColor(imread(path, cv2.IMREAD_COLOR, "image"), cv2.COLOR_BGR2RGB)
-        x = normalize(rgb, data_cfg.mean, data_cfg.std, data_cfg.channel_order)
-        x = pad_to_multiple(x, pad_multiple)[None]
+        rgb = imread(path, cv2.IMREAD_COLOR_RGB, "image")
+        x = pad_to_multiple(rgb, pad_multiple, fill)[None]
         sizes.add(x.shape[1:3])
         pred = np.asarray(predict(variables, jnp.asarray(x), rgb.shape[:2]))[0]
         stem = path.stem

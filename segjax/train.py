@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from segjax import checkpoint, evaluate, losses, models, sharding
+from segjax import checkpoint, evaluate, inference, losses, models, sharding
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -134,15 +134,24 @@ def loss_settings(config) -> ml_collections.FrozenConfigDict:
     return ml_collections.FrozenConfigDict(cfg)
 
 
-def make_train_step(model, tx, schedule, loss_cfg, mesh):
-    """One SGD step on a batch-sharded global batch; BatchNorm sees the global batch."""
+def make_train_step(model, tx, schedule, loss_cfg, mesh,
+                    norm: inference.InputNorm | None = None):
+    """One SGD step on a batch-sharded global batch; BatchNorm sees the global batch.
+
+    The batch holds uint8 frames and labels as the pipeline ships them; `norm` turns the
+    frames into network input inside the step (float images are taken as normalised;
+    None: ImageNet mean/std, the configs' default).
+    """
+    norm = norm or inference.InputNorm()
 
     def train_step(state: TrainState, batch):
+        images, labels = norm(batch["image"]), batch["label"].astype(jnp.int32)
+
         def loss_fn(params):
             outputs, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, batch["image"],
+                {"params": params, "batch_stats": state.batch_stats}, images,
                 train=True, mutable=["batch_stats"])
-            total, terms = losses.segmentation_loss(outputs, batch["label"], loss_cfg)
+            total, terms = losses.segmentation_loss(outputs, labels, loss_cfg)
             return total, (terms, updates["batch_stats"])
 
         (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -353,7 +362,8 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
         (pathlib.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
         writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
     loss_cfg = loss_settings(config)
-    train_step = make_train_step(s.model, s.tx, s.schedule, loss_cfg, s.mesh)
+    train_step = make_train_step(s.model, s.tx, s.schedule, loss_cfg, s.mesh,
+                                 inference.InputNorm.from_config(config.data))
     num_steps = int(config.num_train_steps)
     hooks = []
     if jax.process_index() == 0:

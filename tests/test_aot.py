@@ -58,9 +58,10 @@ def test_train_step_compiles_for_64_devices(model):
     for key in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes", "state_bytes"):
         assert r[key] > 0, key
     # Per device: the replicated params + BatchNorm statistics + optimizer state, and only
-    # this device's 1/64 of the batch (its images' band of rows).
+    # this device's 1/64 of the batch (its images' band of rows), uint8 image and label as
+    # the pipeline ships them.
     h, w = (int(v) for v in r["crop"].split("x"))
-    assert r["batch_shard_bytes"] == r["global_batch"] * h * w * (3 * 4 + 4) // 64
+    assert r["batch_shard_bytes"] == r["global_batch"] * h * w * (3 + 1) // 64
     assert r["argument_bytes"] == pytest.approx(r["state_bytes"] + r["batch_shard_bytes"],
                                                 rel=1e-3)
     assert r["alias_bytes"] >= 0.99 * r["state_bytes"]  # the donated state is updated in place

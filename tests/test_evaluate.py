@@ -6,7 +6,7 @@ import pytest
 from test_train import tiny_config
 
 from data_pipelines import build_source, pipeline
-from segjax import evaluate, losses, metrics, sharding, train
+from segjax import evaluate, inference, losses, metrics, sharding, train
 
 
 @pytest.mark.parametrize("num_devices", [1, 8])
@@ -23,14 +23,12 @@ def test_run_evaluation_equals_per_image_numpy_confusion(num_devices):
                                              num_images_to_log=2)
 
     # Reference: one image at a time, no padding, no sharding, confusion built with NumPy.
-    from data_pipelines.transforms import EvalTransform
-
     source = build_source(config.dataset, config.dataset.eval_split)
-    norm = EvalTransform(config.data.mean, config.data.std, config.data.channel_order)
+    norm = inference.InputNorm.from_config(config.data)
     expected = np.zeros((info.num_classes,) * 2, np.int64)
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False)["logits"])
+    apply = jax.jit(lambda v, x: model.apply(v, norm(x), train=False)["logits"])
     for i in range(len(source)):
-        example = norm(source[i])
+        example = source[i]
         logits = apply(variables, example["image"][None])
         label = np.asarray(example["label"])
         pred = np.asarray(losses.upsample_logits(logits, label.shape).argmax(-1))[0]

@@ -166,3 +166,22 @@ def test_benchmark_mode_from_the_command_line(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["model"] == "bcmfnet" and result["dtype"] == "bfloat16"
     assert result["resolution"] == "64x96"
+
+
+def test_input_norm_normalises_uint8_on_the_device_and_passes_floats():
+    """Pipelines and predict ship uint8 frames; the jitted step normalises them."""
+    frames = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    mean, std = np.array([0.1, 0.5, 0.9]), np.array([0.2, 0.3, 0.4])
+    want = (frames / 255.0 - mean) / std
+    got = np.asarray(jax.jit(inference.InputNorm(tuple(mean), tuple(std)))(frames))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # BGR weights: the frame's channels are reversed, then mean/std (given in BGR) apply.
+    bgr = np.asarray(inference.InputNorm(tuple(mean), tuple(std), "bgr")(frames))
+    np.testing.assert_allclose(bgr, (frames[..., ::-1] / 255.0 - mean) / std, rtol=1e-5,
+                               atol=1e-5)
+    normalised = jnp.asarray(want, jnp.float32)
+    np.testing.assert_array_equal(inference.InputNorm()(normalised), normalised)
+    with pytest.raises(TypeError, match="uint8"):
+        inference.InputNorm()(jnp.zeros((1, 2, 2, 3), jnp.int32))
+    with pytest.raises(ValueError, match="channel_order"):
+        inference.InputNorm(channel_order="rgba")

@@ -132,7 +132,7 @@ def compile_train_step(config, devices: Sequence[Any], mesh_shape: tuple[int, in
     import jax.numpy as jnp
 
     from data_pipelines import metadata
-    from segjax import sharding, train
+    from segjax import inference, sharding, train
 
     n = len(devices)
     batch = int(config.global_batch_size)
@@ -151,13 +151,14 @@ def compile_train_step(config, devices: Sequence[Any], mesh_shape: tuple[int, in
     num_classes = metadata.get_info(config.dataset.name).num_classes
     model = train.build_model(config, num_classes)
     tx, schedule = train.make_optimizer(config.optimizer, config.num_train_steps)
-    step = train.make_train_step(model, tx, schedule, train.loss_settings(config), mesh)
+    step = train.make_train_step(model, tx, schedule, train.loss_settings(config), mesh,
+                                 inference.InputNorm.from_config(config.data))
 
     start = time.perf_counter()
     state = jax.eval_shape(lambda rng: train.init_state(model, tx, rng, (1, height, width, 3),
                                                         mesh), jax.random.key(0))
-    images = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
-    labels = jax.ShapeDtypeStruct((batch, height, width), jnp.int32)
+    images = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.uint8)  # as the pipeline ships
+    labels = jax.ShapeDtypeStruct((batch, height, width), jnp.uint8)
     lowered = step.lower(state, {"image": images, "label": labels})
     lower_s = time.perf_counter() - start
     start = time.perf_counter()

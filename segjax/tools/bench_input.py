@@ -98,9 +98,7 @@ def single_thread_rates(source, config, num_examples):
 
     data = config.data
     augment = TrainAugment(crop_size=tuple(data.crop_size), scale_range=tuple(data.scale_range),
-                           hflip=bool(data.hflip), mean=tuple(data.mean), std=tuple(data.std),
-                           channel_order=data.channel_order,
-                           long_edge=int(data.get("resize_long_edge", 0)))
+                           hflip=bool(data.hflip), long_edge=int(data.get("resize_long_edge", 0)))
     rng = np.random.default_rng(0)
     indices = [i % len(source) for i in range(num_examples)]
     augment(source[indices[0]], rng)  # first call: lazy tables, cv2 thread setting
