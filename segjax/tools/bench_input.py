@@ -5,11 +5,12 @@
         [--synthetic_files /tmp/bench_files [--synthetic_count 16] [--synthetic_codec png]]
 
 Builds the configured train pipeline (the same grain graph training uses) and times
-`num_batches` batches after `warmup`. `--sweep` also tries other worker/thread counts and
-prints the fastest setting as config flags. `--synthetic_files DIR` writes real
-1024x2048 image/label files in the Cityscapes layout (rendered street scenes, so the PNGs
-compress like Cityscapes' ~2.3 MB frames) and benchmarks those, for when the dataset is
-not on this machine; decoding, not scene rendering, is then what is measured.
+`num_batches` batches after `warmup`. `--sweep` also tries other worker/thread counts, then
+prefetch buffer sizes for the best of those, and prints the fastest setting as config flags.
+`--synthetic_files DIR` writes real 1024x2048 image/label files in the Cityscapes layout
+(rendered street scenes, so the PNGs compress like Cityscapes' ~2.3 MB frames) and
+benchmarks those, for when the dataset is not on this machine; decoding, not scene
+rendering, is then what is measured.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def define_flags():
     config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).")
     flags.DEFINE_integer("num_batches", 20, "Batches timed per setting.")
     flags.DEFINE_integer("warmup", 3, "Batches read before timing (worker start, buffers).")
-    flags.DEFINE_bool("sweep", False, "Also time other num_workers/num_threads settings and "
-                      "recommend the fastest.")
+    flags.DEFINE_bool("sweep", False, "Also time other num_workers/num_threads settings, then "
+                      "prefetch buffer sizes for the best of them, and recommend the fastest.")
     flags.DEFINE_string("synthetic_files", None, "Write synthetic files in the Cityscapes layout "
                         "here (reused if already written) and benchmark them instead of the "
                         "configured dataset.")
@@ -141,15 +142,19 @@ def sweep_settings(num_cpus, workers, threads):
     return settings
 
 
+PREFETCH_SIZES = (1, 2, 4, 8, 16)
+
+
 def recommend(rows, tolerance=0.05):
-    """The row to use: within `tolerance` of the fastest, fewest workers then threads.
+    """The (workers, threads, prefetch, img/s) row to use: within `tolerance` of the
+    fastest, fewest workers, then threads, then prefetched batches.
 
     Fewer workers keep memory and start-up low and checkpoints of the data iterator
-    portable (grain ties its state to the worker count).
+    portable (grain ties its state to the worker count); each prefetched batch is memory.
     """
-    best = max(rate for _, _, rate in rows)
-    close = [r for r in rows if r[2] >= (1 - tolerance) * best]
-    return min(close, key=lambda r: (r[0], r[1]))
+    best = max(r[-1] for r in rows)
+    close = [r for r in rows if r[-1] >= (1 - tolerance) * best]
+    return min(close, key=lambda r: r[:-1])
 
 
 def main(argv):
@@ -183,25 +188,37 @@ def main(argv):
     print(f"1 thread: decode {read:.1f} img/s, decode+augment {augmented:.1f} img/s "
           f"(ceiling on {num_cpus} cores ~{num_cpus * augmented:.0f} img/s)", flush=True)
 
-    settings = [(int(config.data.num_workers), int(config.data.num_threads))]
+    data = config.data
+    prefetch = int(data.prefetch_buffer_size)
+    settings = [(int(data.num_workers), int(data.num_threads))]
     if FLAGS.sweep:
         settings = sweep_settings(num_cpus, *settings[0])
     print(f"{'workers':>7} {'threads':>7} {'prefetch':>8} {'img/s':>8} {'per worker':>10} "
           f"{'per thread':>10}", flush=True)
     rows = []
-    for workers, threads in settings:
+
+    def time_setting(workers, threads, prefetch):
         trial = config.copy_and_resolve_references()
         trial.data.num_workers, trial.data.num_threads = workers, threads
+        trial.data.prefetch_buffer_size = prefetch
         rate = pipeline_rate(source, trial, FLAGS.num_batches, FLAGS.warmup)
-        rows.append((workers, threads, rate))
-        print(f"{workers:>7} {threads:>7} {int(config.data.prefetch_buffer_size):>8} "
-              f"{rate:>8.1f} {rate / max(workers, 1):>10.1f} "
-              f"{rate / (max(workers, 1) * threads):>10.1f}", flush=True)
+        rows.append((workers, threads, prefetch, rate))
+        print(f"{workers:>7} {threads:>7} {prefetch:>8} {rate:>8.1f} "
+              f"{rate / max(workers, 1):>10.1f} {rate / (max(workers, 1) * threads):>10.1f}",
+              flush=True)
+
+    for workers, threads in settings:
+        time_setting(workers, threads, prefetch)
     if FLAGS.sweep:
-        workers, threads, rate = recommend(rows)
+        workers, threads, _, _ = recommend(rows)
+        for size in PREFETCH_SIZES:
+            if size != prefetch:
+                time_setting(workers, threads, size)
+        workers, threads, prefetch, rate = recommend(rows)
         print(f"recommended: --config.data.num_workers={workers} "
-              f"--config.data.num_threads={threads} ({rate:.1f} img/s; fastest measured "
-              f"{max(r[2] for r in rows):.1f} img/s)", flush=True)
+              f"--config.data.num_threads={threads} --config.data.prefetch_buffer_size="
+              f"{prefetch} ({rate:.1f} img/s; fastest measured "
+              f"{max(r[-1] for r in rows):.1f} img/s)", flush=True)
 
 
 if __name__ == "__main__":
