@@ -41,12 +41,14 @@ def _path(module: nn.Module) -> Path:
 
 
 def random_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0,
-                     scale: float = 0.05) -> dict[str, Any]:
+                     scale: float | None = 0.05) -> dict[str, Any]:
     """Variables of the right shapes filled from NumPy (params ~ N(0, scale²), BatchNorm
-    scale 1, running mean 0, var 1), for timing and export checks.
+    scale 1, running mean 0, var 1), for timing, export and shape checks.
 
-    Compiling `model.init` costs tens of seconds on CPU (one threefry program per
-    initializer) and speed does not depend on the values.
+    `scale=None` draws He-normal kernels (N(0, 2 / fan_in)) and zero biases instead, so
+    activations keep their size through a deep network. Compiling `model.init` costs tens
+    of seconds on CPU (one threefry program per initializer) and speed does not depend on
+    the values.
     """
     rng = np.random.default_rng(seed)
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
@@ -56,9 +58,10 @@ def random_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0
         name = getattr(path[-1], "key", "")
         if name == "var" or (name == "scale" and len(leaf.shape) == 1):
             return jnp.ones(leaf.shape, leaf.dtype)
-        if name == "mean":
+        if name == "mean" or (scale is None and name != "kernel"):
             return jnp.zeros(leaf.shape, leaf.dtype)
-        return jnp.asarray(scale * rng.standard_normal(leaf.shape), leaf.dtype)
+        std = np.sqrt(2 / np.prod(leaf.shape[:-1])) if scale is None else scale
+        return jnp.asarray(std * rng.standard_normal(leaf.shape), leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, abstract)
 

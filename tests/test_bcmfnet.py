@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax import convert, models
+from segjax import convert, inference, models
 from segjax.models import layers
 from segjax.models.ddrnet import DAPPM, LMFM, BCMFNet, DDRNet
 from segjax.tools import summary
@@ -111,18 +111,8 @@ def test_real_forward_on_odd_low_resolution_sizes():
     model = models.build(MODEL, 11)
     x = jax.random.normal(jax.random.key(0), (2, 120, 200, 3))
 
-    # Initialising with jax compiles every initializer (~30 s on CPU); draw N(0, 2/fan_in)
-    # kernels with NumPy instead, keeping the BN statistics at their defaults.
-    rng = np.random.default_rng(0)
-
-    def init(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            std = np.sqrt(2 / np.prod(leaf.shape[:-1]))
-            return (rng.standard_normal(leaf.shape) * std).astype(np.float32)
-        return np.full(leaf.shape, float(name in ("scale", "var")), np.float32)
-
-    variables = jax.tree_util.tree_map_with_path(init, convert.model_template(model, x.shape))
+    # He-normal kernels drawn with NumPy: jax's init compiles every initializer (~30 s on CPU).
+    variables = inference.random_variables(model, x.shape, scale=None)
 
     @jax.jit
     def run(variables, x):

@@ -11,7 +11,7 @@ import pytest
 from test_train import override
 
 from configs import default, msfnet_camvid, msfnet_cityscapes, msfnet_cityscapes_512
-from segjax import cbs, convert, losses, models, train
+from segjax import cbs, convert, inference, losses, models, train
 from segjax.models import layers
 from segjax.models.msfnet import MSFNet, SpatialAwarePooling
 from segjax.tools import parity, summary
@@ -176,24 +176,10 @@ def test_spatial_aware_pooling_pools_each_stage_output_directly():
                                np.asarray(layers.max_pool(jnp.asarray(b), 5, 2, 2)))
 
 
-def _numpy_init(template):
-    """N(0, 2/fan_in) kernels and unit BN, drawn with NumPy (jax init compiles for ~30 s)."""
-    rng = np.random.default_rng(0)
-
-    def init(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            std = np.sqrt(2 / np.prod(leaf.shape[:-1]))
-            return (rng.standard_normal(leaf.shape) * std).astype(np.float32)
-        return np.full(leaf.shape, float(name in ("scale", "var")), np.float32)
-
-    return jax.tree_util.tree_map_with_path(init, template)
-
-
 def test_real_forward_at_odd_size_keeps_branches_independent():
     model = models.build(MODEL, 11, num_poolings=3)
     x = jax.random.normal(jax.random.key(0), (1, 120, 200, 3))
-    variables = _numpy_init(_template(model, (120, 200)))
+    variables = inference.random_variables(model, (1, 120, 200, 3), scale=None)
     forward = jax.jit(lambda v, x: model.apply(v, x))
     y = forward(variables, x)
     assert y["logits"].shape == (1, 120, 200, 11) and y["boundary_logits"].shape == (1, 15, 25, 12)
@@ -214,7 +200,7 @@ def test_train_step_at_odd_size_reaches_every_module():
     model = models.build(MODEL, 11, num_poolings=3)
     x = jax.random.normal(jax.random.key(0), (2, 120, 200, 3))
     labels = jax.random.randint(jax.random.key(1), (2, 120, 200), 0, 11)
-    variables = _numpy_init(_template(model, (120, 200)))
+    variables = inference.random_variables(model, (1, 120, 200, 3), scale=None)
     loss_cfg = {"name": "ce", "cbs_weight": 1.0}
 
     @jax.jit
