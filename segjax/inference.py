@@ -71,26 +71,32 @@ def foldable_pairs(model: nn.Module, variables: Mapping[str, Any],
     """(conv path, BatchNorm path) for every BatchNorm that reads a conv output directly.
 
     Found by tracing the inference forward once and matching each BatchNorm's input
-    to the conv call that produced it, so no model needs to declare its pairs. A conv
-    whose output feeds more than one BatchNorm is left alone.
+    to the conv call that produced it, so no model needs to declare its pairs. A module
+    called more than once (the synergy model's network at two scales) pairs when every
+    call pairs the same way; a conv feeding more than one BatchNorm, or a BatchNorm that
+    also reads something else, is left alone.
     """
-    produced: dict[int, Path] = {}
-    pairs: list[tuple[Path, Path]] = []
+    produced: dict[int, tuple[Path, Any]] = {}  # id -> (conv, output kept alive: ids unique)
+    norm_inputs: dict[Path, set] = {}  # BatchNorm -> conv paths (None: not a conv) it read
+    conv_outputs: dict[Path, set] = {}  # conv -> BatchNorms that read it
 
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":
             if isinstance(context.module, nn.Conv):
-                produced[id(out)] = _path(context.module)
-            elif isinstance(context.module, nn.BatchNorm) and id(args[0]) in produced:
-                pairs.append((produced[id(args[0])], _path(context.module)))
+                produced[id(out)] = (_path(context.module), out)
+            elif isinstance(context.module, nn.BatchNorm):
+                bn, conv = _path(context.module), produced.get(id(args[0]), (None,))[0]
+                norm_inputs.setdefault(bn, set()).add(conv)
+                if conv is not None:
+                    conv_outputs.setdefault(conv, set()).add(bn)
         return out
 
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     with nn.intercept_methods(record):
         jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
-    convs = [conv for conv, _ in pairs]
-    return [(conv, bn) for conv, bn in pairs if convs.count(conv) == 1]
+    return [(next(iter(convs)), bn) for bn, convs in norm_inputs.items()
+            if len(convs) == 1 and None not in convs and conv_outputs[next(iter(convs))] == {bn}]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,19 +57,26 @@ def _perturbed(variables, seed=0):
     return jax.tree_util.tree_map_with_path(draw, variables)
 
 
-@pytest.mark.parametrize("name", ["bcmfnet", "resnet18"])
-def test_folding_preserves_the_function(name):
+@pytest.mark.parametrize("name, every_norm_follows_a_conv", [
+    ("bcmfnet", False), ("resnet18", True), ("synergy_deeplabv3plus_r50", True)])
+def test_folding_preserves_the_function(name, every_norm_follows_a_conv):
     kwargs = {"include_top": False} if name == "resnet18" else {}
     model = models.build(name, 19, **kwargs)
     x = jax.random.normal(jax.random.key(1), (2, 64, 96, 3))
     variables = _perturbed(inference.random_variables(model, x.shape))
     folded, folded_vars = inference.fold_batchnorm(model, variables, x.shape)
     assert folded.pairs
+    if every_norm_follows_a_conv:  # also in the network the synergy model calls twice
+        assert not folded_vars["batch_stats"]
     with jax.default_matmul_precision("highest"):
         want, got = model.apply(variables, x), folded.apply(folded_vars, x)
-    for key in want:
-        scale = float(jnp.max(jnp.abs(want[key])))
-        assert float(jnp.max(jnp.abs(want[key] - got[key]))) <= 1e-5 * max(scale, 1.0), key
+    # The synergy model's fused outputs are softmaxes of ~1e3-sized logits from random
+    # weights, which magnify rounding; folding changes its networks' logits, checked here.
+    want, got = (want["scale_logits"], got["scale_logits"]) if "scale_logits" in want else (
+        want, got)
+    for (key, w), g in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got)):
+        scale = float(jnp.max(jnp.abs(w)))
+        assert float(jnp.max(jnp.abs(w - g))) <= 1e-5 * max(scale, 1.0), key
 
 
 def test_folding_a_conv_with_bias_keeps_its_bias():
