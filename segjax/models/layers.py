@@ -146,28 +146,35 @@ class PReLU(nn.Module):
         return jnp.where(x >= 0, x, alpha.astype(self.dtype) * x)
 
 
+def _separable_window(x: jax.Array, init: float, op, kernel_size: IntPair,
+                      stride: IntPair | None, padding: IntPair) -> jax.Array:
+    """A kh×kw window reduction as a kh×1 pass then a 1×kw pass (same output size).
+
+    A box sum or max is separable, so each output reads kh + kw values instead of kh·kw:
+    32× fewer for MSFNet's 65×65 pools, 4× for DAPPM's 17×17. A Python-scalar init lets
+    JAX use the differentiable reduce_window_sum/max primitives.
+    """
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    x = jax.lax.reduce_window(x, init, op, (1, kh, 1, 1), (1, sh, 1, 1),
+                              ((0, 0), (ph, ph), (0, 0), (0, 0)))
+    return jax.lax.reduce_window(x, init, op, (1, 1, kw, 1), (1, 1, sw, 1),
+                                 ((0, 0), (0, 0), (pw, pw), (0, 0)))
+
+
 def avg_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
              padding: IntPair = 0) -> jax.Array:
     """AvgPool2d(count_include_pad=True, ceil_mode=False): zero padding counts, sizes floor."""
     kh, kw = _pair(kernel_size)
-    sh, sw = _pair(kernel_size if stride is None else stride)
-    ph, pw = _pair(padding)
-    # A Python-scalar init lets JAX use the differentiable reduce_window_sum primitive.
-    summed = jax.lax.reduce_window(
-        x, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1),
-        ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    summed = _separable_window(x, 0.0, jax.lax.add, kernel_size, stride, padding)
     return summed / jnp.asarray(kh * kw, x.dtype)
 
 
 def max_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
              padding: IntPair = 0) -> jax.Array:
     """MaxPool2d(ceil_mode=False): padding acts as -inf, sizes floor."""
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(kernel_size if stride is None else stride)
-    ph, pw = _pair(padding)
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1),
-        ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    return _separable_window(x, -jnp.inf, jax.lax.max, kernel_size, stride, padding)
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:
