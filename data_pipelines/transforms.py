@@ -122,8 +122,8 @@ def _warp_bilinear(image, to_source, size):
     image, computed on RGBA.
 
     OpenCV's bilinear remap has vector code for 1 and 4 channels but not 3; going through
-    RGBA is ~3x faster and gives the same pixels. Only the source rectangle the window
-    samples (with a margin for fixed-point rounding) is converted.
+    RGBA is ~3x faster, within one grey level (the vector path's fixed-point rounding). Only
+    the source rectangle the window samples (with a margin for that rounding) is converted.
     """
     if image.ndim != 3 or image.shape[2] != 3:
         return cv2.warpAffine(image, to_source, size[::-1],
@@ -156,7 +156,9 @@ def random_hflip(image, label, rng, prob=0.5):
 
 def mean_color(mean, channel_order="rgb"):
     """The uint8 RGB colour that normalises to 0: padding that looks like no signal."""
-    rgb = np.asarray(mean, np.float64)[::-1] if channel_order == "bgr" else np.asarray(mean)
+    rgb = np.asarray(mean, np.float64)
+    if channel_order == "bgr":
+        rgb = rgb[::-1]
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
