@@ -23,6 +23,8 @@ def cityscapes(config, *, crop=(1024, 1024), global_batch_size=12, epochs=484):
     config.global_batch_size = global_batch_size
     config.eval_batch_size = 8
     config.num_train_steps = epochs * (CITYSCAPES_TRAIN_IMAGES // global_batch_size)
+    # HRNet's OhemCrossEntropy (DDRNet's trainer); the DDRNet recipe below adds its per-GPU
+    # scope, BCMFNet keeps one selection over its batch of 8 (its GPU split is not published).
     config.loss.name = "ohem"
     config.loss.ohem_thresh = 0.9
     config.loss.ohem_min_kept = 131072
@@ -44,4 +46,7 @@ def get_config():
     config = cityscapes(default.get_config())
     config.model.name = "ddrnet23_slim"
     config.optimizer.learning_rate = 0.01
+    # HRNet's OhemCrossEntropy._ohem_forward on each GPU's batch of 6 (2 x 6 = 12), both heads
+    # resized to the label size (bilinear, align_corners=False), weighted 1.0 / 0.4.
+    config.loss.ohem_scope = "group"
     return config.lock()

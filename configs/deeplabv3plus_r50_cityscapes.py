@@ -34,6 +34,8 @@ def deeplab_recipe(config, model_name, **model_kwargs):
     config.optimizer.weight_decay = 5e-4
     config.optimizer.schedule = "poly"
     config.optimizer.power = 0.9
+    # NVIDIA network/deepv3.py: CrossEntropyLoss(ignore_index=255) on the logits upsampled
+    # to the input (bilinear, align_corners=False).
     config.loss.name = "ce"
     config.loss.class_weights = ()
     # Full 1024x2048 frames through a stride-8 ResNet-50; two scales for the synergy model.

@@ -91,10 +91,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "ohem"  # ce | ohem | bootstrap
     config.loss.ohem_thresh = 0.9
-    # DDRNet keeps at least 131072 pixels per GPU batch of 6 images; the train step sees the
-    # global batch, so min_kept is scaled by global_batch_size / ohem_min_kept_batch.
+    # DDRNet keeps at least 131072 pixels per GPU batch of 6 images. ohem_scope: "group" selects
+    # within each group of ohem_min_kept_batch images and averages the groups (HRNet's loss per
+    # GPU; the global batch must be a multiple of it); "global" selects once over the global
+    # batch with min_kept scaled by global_batch_size / ohem_min_kept_batch.
     config.loss.ohem_min_kept = 131072
     config.loss.ohem_min_kept_batch = 6
+    config.loss.ohem_scope = "global"
     # Per-image bootstrapped CE (FC-HarDNet / FASSD-Net): the mean of the pixel losses above
     # bootstrap_thresh if more than bootstrap_min_kept exceed it, else of the top min_kept.
     config.loss.bootstrap_thresh = 0.3
@@ -124,7 +127,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.cbs_ignore_neighbours_make_boundary = False
     config.loss.cbs_label_mode = "extra_class"  # extra_class (C = non-boundary) | literal
 
-    config.dtype = "float32"  # compute dtype; params and BatchNorm statistics stay float32
+    # Compute dtype: float32 | bfloat16 | float64. Params, BatchNorm statistics and logits are
+    # float32 (float64 under float64, which switches JAX to 64 bits for the run).
+    config.dtype = "float32"
+    # Train-mode BatchNorm folds into its running variance the "unbiased" batch variance
+    # (PyTorch's BatchNorm2d, as in every official trainer here) or the "biased" one (Flax's).
+    config.bn_running_variance = "unbiased"
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.shape = (-1,)

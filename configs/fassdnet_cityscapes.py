@@ -38,6 +38,8 @@ def hardnet_recipe(config, model_name, **model_kwargs):
     config.data.std = BGR_STD
     config.data.channel_order = "bgr"
     config.data.hflip = True
+    # ptsemseg's bootstrapped_cross_entropy2d (FCHarDNet and FASSD-Net, loss/loss.py): per
+    # image, ignored pixels take part in the sort with loss 0, images averaged.
     config.loss.name = "bootstrap"
     config.loss.bootstrap_thresh = 0.3
     config.loss.bootstrap_min_kept = 4096

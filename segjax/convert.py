@@ -25,8 +25,10 @@ __all__ = [
     "WRAPPER_PREFIXES",
     "convert_for_model",
     "count_params",
+    "flax_paths",
     "matching_keys",
     "model_template",
+    "to_torch_layout",
     "torch_to_flax",
 ]
 
@@ -117,6 +119,16 @@ def _layout(value: np.ndarray, leaf: str) -> np.ndarray:
     return value
 
 
+def to_torch_layout(value: np.ndarray, leaf: str) -> np.ndarray:
+    """The inverse of the conversion's layout change: Flax [D]HWIO → OI[D]HW, (in, out) →
+    (out, in); for comparing gradients and updates with PyTorch's."""
+    value = np.asarray(value)
+    if leaf == "kernel" and value.ndim >= 2:
+        forward = tuple(range(2, value.ndim)) + (1, 0)
+        return np.transpose(value, np.argsort(forward))
+    return value
+
+
 def _target(torch_leaf: str,
             module_leaves: Mapping[tuple[str, str], Any]) -> tuple[str, str] | None:
     """(collection, flax leaf) for a torch leaf name at a module, decided by the template."""
@@ -154,13 +166,14 @@ def _match(
     prefix: str = "",
     *,
     cast: bool = True,
-) -> tuple[dict[tuple[str, ...], np.ndarray], list[str], dict[str, str]]:
-    """(filled Flax paths -> values, loaded torch keys, skipped torch key -> reason).
+) -> tuple[dict[tuple[str, ...], np.ndarray], dict[str, tuple[str, ...]], dict[str, str]]:
+    """(filled Flax paths -> values, loaded torch key -> its Flax path, skipped torch key ->
+    reason).
 
     cast=False only decides what would load (the values stay un-copied torch-layout views).
     """
     filled: dict[tuple[str, ...], np.ndarray] = {}
-    loaded: list[str] = []
+    loaded: dict[str, tuple[str, ...]] = {}
     skipped: dict[str, str] = {}
     for raw_key, raw_value in state_dict.items():
         key = _apply_renames(prefix + _strip_wrappers(raw_key), renames)
@@ -187,7 +200,7 @@ def _match(
             skipped[raw_key] = f"{'/'.join(path)} already filled by another key"
             continue
         filled[path] = value.astype(expected.dtype) if cast else value
-        loaded.append(raw_key)
+        loaded[raw_key] = path
     return filled, loaded, skipped
 
 
@@ -237,7 +250,7 @@ def torch_to_flax(
     variables.setdefault("batch_stats", {})
     if strict:
         return variables
-    return variables, ConversionReport(loaded, skipped, missing)
+    return variables, ConversionReport(list(loaded), skipped, missing)
 
 
 def matching_keys(
@@ -248,8 +261,18 @@ def matching_keys(
     prefix: str = "",
 ) -> list[str]:
     """The state-dict keys `torch_to_flax(..., strict=False)` would load (nothing is copied)."""
-    return _match(state_dict, _index_template(variables_template), renames, prefix,
-                  cast=False)[1]
+    return list(_match(state_dict, _index_template(variables_template), renames, prefix,
+                       cast=False)[1])
+
+
+def flax_paths(
+    state_dict: Mapping[str, Any],
+    variables_template: Mapping[str, Any],
+    *,
+    renames: Renames | None = None,
+) -> dict[str, tuple[str, ...]]:
+    """torch key → (collection, *module path, leaf) of the variable it converts to."""
+    return _match(state_dict, _index_template(variables_template), renames, cast=False)[1]
 
 
 def model_template(model, input_shape: Sequence[int] = (1, 256, 256, 3)) -> dict[str, Any]:

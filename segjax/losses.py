@@ -1,9 +1,9 @@
 """Segmentation losses: class-weighted cross-entropy, HRNet-style OHEM, per-image bootstrapped CE
 and the aux-head sum.
 
-Everything takes NHWC logits and (N, H, W) integer labels, computes in float32 whatever the
-logit dtype, and keeps static shapes (masks instead of boolean indexing) so it can run inside
-one jitted train step over a batch sharded across devices.
+Everything takes NHWC logits and (N, H, W) integer labels, computes in float32 (float64 for
+float64 logits) whatever the logit dtype, and keeps static shapes (masks instead of boolean
+indexing) so it can run inside one jitted train step over a batch sharded across devices.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ import jax
 import jax.numpy as jnp
 
 IGNORE_LABEL = 255
+
+
+def loss_dtype(logits: jax.Array) -> Any:
+    """float32, or float64 for float64 logits: bfloat16 logits are widened before the loss."""
+    return jnp.promote_types(logits.dtype, jnp.float32)
 
 
 def upsample_logits(logits: jax.Array, size: Sequence[int]) -> jax.Array:
@@ -31,10 +36,11 @@ def upsample_logits(logits: jax.Array, size: Sequence[int]) -> jax.Array:
     return jax.image.resize(logits, shape, method="bilinear")
 
 
-def _class_weight_array(class_weights, num_classes: int) -> jax.Array | None:
+def _class_weight_array(class_weights, num_classes: int, dtype) -> jax.Array | None:
+    """The weights as float32 values (like the official torch.FloatTensor) in `dtype`."""
     if class_weights is None or len(class_weights) == 0:
         return None
-    weights = jnp.asarray(class_weights, jnp.float32)
+    weights = jnp.asarray(class_weights, jnp.float32).astype(dtype)
     if weights.shape != (num_classes,):
         raise ValueError(
             f"class_weights has shape {weights.shape}, logits have {num_classes} classes"
@@ -47,7 +53,7 @@ def _gt_log_prob(logits, labels, ignore_label):
     num_classes = logits.shape[-1]
     valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_label)
     safe_labels = jnp.where(valid, labels, 0).astype(jnp.int32)
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    log_probs = jax.nn.log_softmax(logits.astype(loss_dtype(logits)), axis=-1)
     gt_log_prob = jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
     return gt_log_prob, valid, safe_labels
 
@@ -55,8 +61,8 @@ def _gt_log_prob(logits, labels, ignore_label):
 def _pixel_terms(logits, labels, class_weights, ignore_label):
     """Weighted per-pixel CE, each pixel's weight (0 where invalid), validity, p(gt)."""
     gt_log_prob, valid, safe_labels = _gt_log_prob(logits, labels, ignore_label)
-    weights = _class_weight_array(class_weights, logits.shape[-1])
-    pixel_weight = valid.astype(jnp.float32)
+    weights = _class_weight_array(class_weights, logits.shape[-1], gt_log_prob.dtype)
+    pixel_weight = valid.astype(gt_log_prob.dtype)
     if weights is not None:
         pixel_weight = pixel_weight * weights[safe_labels]
     return -gt_log_prob * pixel_weight, pixel_weight, valid, gt_log_prob
@@ -100,7 +106,7 @@ def cross_entropy(
     """
     loss, pixel_weight, _, _ = _pixel_terms(logits, labels, class_weights, ignore_label)
     if weights is not None:
-        example_weight = jnp.asarray(weights, jnp.float32)[:, None, None]
+        example_weight = jnp.asarray(weights, loss.dtype)[:, None, None]
         loss = loss * example_weight
         pixel_weight = pixel_weight * example_weight
     return _safe_ratio(jnp.sum(loss), jnp.sum(pixel_weight))
@@ -126,6 +132,7 @@ def ohem_cross_entropy(
     min_kept: int = 131072,
     class_weights: Sequence[float] | None = None,
     ignore_label: int = IGNORE_LABEL,
+    groups: int = 1,
 ) -> jax.Array:
     """Online hard example mining CE, as in HRNet's OhemCrossEntropy (used by DDRNet).
 
@@ -137,12 +144,26 @@ def ohem_cross_entropy(
     The k-th smallest value only matters when fewer than k + 1 valid pixels have p_gt <= thresh,
     so the full sort is skipped otherwise; it is costly on large sharded batches. min_kept is
     floored at 1 as in HRNet. With no valid or no kept pixel the loss is 0 (HRNet: NaN).
+
+    `groups` > 1 cuts the batch into that many consecutive groups, selects within each with
+    this `min_kept` and averages the group losses: HRNet's loss on each GPU's batch,
+    averaged over GPUs by data parallelism.
     """
+    if groups > 1:
+        if logits.shape[0] % groups:
+            raise ValueError(f"OHEM over {groups} groups needs a batch divisible by {groups}, "
+                             f"got {logits.shape[0]}")
+        size = logits.shape[0] // groups
+        return jnp.mean(jnp.stack([
+            ohem_cross_entropy(logits[i * size:(i + 1) * size], labels[i * size:(i + 1) * size],
+                               thresh=thresh, min_kept=min_kept, class_weights=class_weights,
+                               ignore_label=ignore_label)
+            for i in range(groups)]))
     loss, _, valid, gt_log_prob = _pixel_terms(logits, labels, class_weights, ignore_label)
     prob = jax.lax.stop_gradient(jnp.exp(gt_log_prob))
     num_valid = jnp.sum(valid, dtype=jnp.int32)
     kth = jnp.clip(jnp.minimum(max(int(min_kept), 1), num_valid - 1), 0, prob.size - 1)
-    thresh = jnp.float32(thresh)
+    thresh = jnp.asarray(thresh, prob.dtype)
 
     def kth_smallest_valid_prob():
         masked = jnp.where(valid, prob, jnp.inf).ravel()
@@ -153,7 +174,7 @@ def ohem_cross_entropy(
         enough_below_thresh, lambda: thresh, lambda: jnp.maximum(kth_smallest_valid_prob(), thresh)
     )
     kept = valid & (prob < threshold)
-    return _safe_ratio(jnp.sum(jnp.where(kept, loss, 0.0)), jnp.sum(kept, dtype=jnp.float32))
+    return _safe_ratio(jnp.sum(jnp.where(kept, loss, 0.0)), jnp.sum(kept, dtype=loss.dtype))
 
 
 def bootstrapped_cross_entropy(
@@ -181,13 +202,13 @@ def bootstrapped_cross_entropy(
     loss = loss.reshape(loss.shape[0], -1)
     if int(min_kept) >= loss.shape[1]:
         return jnp.mean(loss)
-    above = loss > jnp.float32(thresh)
-    num_above = jnp.sum(above, axis=1, dtype=jnp.float32)
+    above = loss > jnp.asarray(thresh, loss.dtype)
+    num_above = jnp.sum(above, axis=1, dtype=loss.dtype)
     mean_above = _safe_ratio(jnp.sum(jnp.where(above, loss, 0.0), axis=1), num_above)
     use_above = num_above > min_kept  # sorted_loss[min_kept] > thresh
     top_mean = jax.lax.cond(
         jnp.all(use_above),
-        lambda: jnp.zeros(loss.shape[:1], jnp.float32),
+        lambda: jnp.zeros(loss.shape[:1], loss.dtype),
         lambda: jnp.mean(jax.lax.top_k(loss, int(min_kept))[0], axis=1),
     )
     return jnp.mean(jnp.where(use_above, mean_above, top_mean))
@@ -205,7 +226,7 @@ def pixel_loss(
 ) -> jax.Array:
     """The configured per-head loss ('ce', 'ohem' or 'bootstrap', or `name` if given) at label
     resolution."""
-    logits = upsample_logits(logits.astype(jnp.float32), labels.shape[1:3])
+    logits = upsample_logits(logits.astype(loss_dtype(logits)), labels.shape[1:3])
     name = name or _cfg_get(loss_cfg, "name", "ce")
     class_weights = _cfg_get(loss_cfg, "class_weights") or None
     ignore_label = _cfg_get(loss_cfg, "ignore_label", IGNORE_LABEL)
@@ -219,6 +240,7 @@ def pixel_loss(
             min_kept=_cfg_get(loss_cfg, "ohem_min_kept", 131072),
             class_weights=class_weights,
             ignore_label=ignore_label,
+            groups=_cfg_get(loss_cfg, "ohem_groups", 1),
         )
     if name == "bootstrap":
         return bootstrapped_cross_entropy(
@@ -282,7 +304,7 @@ def segmentation_loss(
     Logits at lower resolution are upsampled to the labels first. Returns the total and the
     unweighted term values keyed `loss/<term>` for logging.
     """
-    total = jnp.float32(0.0)
+    total = 0.0
     terms = {}
     results = {name: term(outputs, labels, loss_cfg) for name, term in LOSS_TERMS.items()}
     for name, replaced in REPLACED_TERMS.items():

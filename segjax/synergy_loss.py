@@ -40,14 +40,15 @@ def noisy_or_nll(
     S is floored at the smallest normal float, so a pixel both scales rule out costs about
     87 instead of infinity.
     """
-    probs = losses.upsample_logits(fused_probs.astype(jnp.float32), labels.shape[1:3])
+    dtype = losses.loss_dtype(fused_probs)
+    probs = losses.upsample_logits(fused_probs.astype(dtype), labels.shape[1:3])
     num_classes = probs.shape[-1]
     valid = (labels >= 0) & (labels < num_classes) & (labels != ignore_label)
     safe = jnp.where(valid, labels, 0).astype(jnp.int32)
     gt_prob = jnp.take_along_axis(probs, safe[..., None], axis=-1)[..., 0]
-    nll = -jnp.log(jnp.maximum(gt_prob, jnp.finfo(jnp.float32).tiny))
-    weight = valid.astype(jnp.float32)
-    class_weight = losses._class_weight_array(class_weights, num_classes)
+    nll = -jnp.log(jnp.maximum(gt_prob, jnp.finfo(dtype).tiny))
+    weight = valid.astype(dtype)
+    class_weight = losses._class_weight_array(class_weights, num_classes, dtype)
     if class_weight is not None:
         weight = weight * class_weight[safe]
     return losses._safe_ratio(jnp.sum(nll * weight), jnp.sum(weight))

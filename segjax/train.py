@@ -22,8 +22,9 @@ import optax
 from absl import logging
 
 from segjax import checkpoint, evaluate, inference, losses, models, sharding
+from segjax.models import layers
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -44,6 +45,9 @@ class TrainState:
 def compute_dtype(config):
     if config.dtype not in DTYPES:
         raise ValueError(f"config.dtype={config.dtype!r}; choose one of {sorted(DTYPES)}")
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("config.dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 or "
+                         "call jax.config.update('jax_enable_x64', True) before building")
     return DTYPES[config.dtype]
 
 
@@ -125,22 +129,48 @@ def make_optimizer(opt_cfg, num_steps: int) -> tuple[optax.GradientTransformatio
     return tx, schedule
 
 
+OHEM_SCOPES = ("group", "global")
+
+
 def loss_settings(config) -> ml_collections.FrozenConfigDict:
-    """The loss config with OHEM's min_kept scaled from its reference batch to the global batch."""
+    """The loss config with OHEM's selection laid over the global batch.
+
+    `ohem_scope="group"` selects within each group of `ohem_min_kept_batch` images (one GPU's
+    batch in HRNet/DDRNet's trainer) and averages the groups; "global" selects once over the
+    global batch with `min_kept` scaled by global_batch_size / ohem_min_kept_batch.
+    """
     cfg = config.loss.to_dict()
-    cfg["ohem_min_kept"] = int(round(
-        config.loss.ohem_min_kept * config.global_batch_size / config.loss.ohem_min_kept_batch))
+    scope, per_batch = config.loss.ohem_scope, int(config.loss.ohem_min_kept_batch)
+    if scope not in OHEM_SCOPES:
+        raise ValueError(f"config.loss.ohem_scope={scope!r}; choose one of {OHEM_SCOPES}")
+    if per_batch <= 0:
+        raise ValueError(f"config.loss.ohem_min_kept_batch={per_batch}; it must be positive")
+    if scope == "group":
+        if config.global_batch_size % per_batch and config.loss.name == "ohem":
+            raise ValueError(
+                f"config.loss.ohem_scope='group' cuts the global batch into groups of "
+                f"config.loss.ohem_min_kept_batch={per_batch} images, but "
+                f"config.global_batch_size={config.global_batch_size} is not a multiple of "
+                f"it; change either, or set config.loss.ohem_scope='global'.")
+        cfg["ohem_groups"] = max(config.global_batch_size // per_batch, 1)
+    else:
+        cfg["ohem_groups"] = 1
+        cfg["ohem_min_kept"] = int(round(
+            config.loss.ohem_min_kept * config.global_batch_size / per_batch))
     cfg["class_weights"] = tuple(cfg["class_weights"] or ())
     return ml_collections.FrozenConfigDict(cfg)
 
 
 def make_train_step(model, tx, schedule, loss_cfg, mesh,
-                    norm: inference.InputNorm | None = None):
+                    norm: inference.InputNorm | None = None, *,
+                    running_variance: str = "unbiased", return_grads: bool = False):
     """One SGD step on a batch-sharded global batch; BatchNorm sees the global batch.
 
     The batch holds uint8 frames and labels as the pipeline ships them; `norm` turns the
     frames into network input inside the step (float images are taken as normalised;
-    None: ImageNet mean/std, the configs' default).
+    None: ImageNet mean/std, the configs' default). `running_variance` is
+    `config.bn_running_variance`. `return_grads` adds the gradients as a third output,
+    for checking the step against a reference.
     """
     norm = norm or inference.InputNorm()
 
@@ -148,9 +178,10 @@ def make_train_step(model, tx, schedule, loss_cfg, mesh,
         images, labels = norm(batch["image"]), batch["label"].astype(jnp.int32)
 
         def loss_fn(params):
-            outputs, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, images,
-                train=True, mutable=["batch_stats"])
+            with layers.running_variance(running_variance):
+                outputs, updates = model.apply(
+                    {"params": params, "batch_stats": state.batch_stats}, images,
+                    train=True, mutable=["batch_stats"])
             total, terms = losses.segmentation_loss(outputs, labels, loss_cfg)
             return total, (terms, updates["batch_stats"])
 
@@ -162,12 +193,13 @@ def make_train_step(model, tx, schedule, loss_cfg, mesh,
                                   opt_state=opt_state)
         scalars = {"loss": loss, **terms, "learning_rate": schedule(state.step),
                    "grad_norm": optax.tree.norm(grads)}
-        return new_state, scalars
+        return (new_state, scalars, grads) if return_grads else (new_state, scalars)
 
     # image [B, H, W, 3] and label [B, H, W]: P("data"), or P("data", "spatial") with a
     # spatial mesh axis (bands of rows; GSPMD adds the convolutions' halo exchanges).
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh, ndim=3)
-    return jax.jit(train_step, in_shardings=(repl, data), out_shardings=(repl, repl),
+    outputs = (repl, repl, repl) if return_grads else (repl, repl)
+    return jax.jit(train_step, in_shardings=(repl, data), out_shardings=outputs,
                    donate_argnums=0)
 
 
@@ -274,6 +306,9 @@ def setup(config, workdir: str) -> Setup:
     from data_pipelines import pipeline
 
     info = pipeline.dataset_info(config)
+    if config.bn_running_variance not in layers.RUNNING_VARIANCES:
+        raise ValueError(f"config.bn_running_variance={config.bn_running_variance!r}; choose "
+                         f"one of {layers.RUNNING_VARIANCES}")
     mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
     sharding.check_batch_size(config.global_batch_size, mesh, height=config.data.crop_size[0])
     model = build_model(config, info.num_classes)
@@ -318,6 +353,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     from data_pipelines import pipeline
 
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
     workdir = str(pathlib.Path(workdir).absolute())
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     # Data problems surface before minutes of compilation, not after.
@@ -363,7 +400,8 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
         writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
     loss_cfg = loss_settings(config)
     train_step = make_train_step(s.model, s.tx, s.schedule, loss_cfg, s.mesh,
-                                 inference.InputNorm.from_config(config.data))
+                                 inference.InputNorm.from_config(config.data),
+                                 running_variance=config.bn_running_variance)
     num_steps = int(config.num_train_steps)
     hooks = []
     if jax.process_index() == 0:

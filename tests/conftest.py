@@ -20,6 +20,7 @@ flags.FLAGS.mark_as_parsed()
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 CAMVID = SHARED / "data" / "camvid"
 PARITY = SHARED / "fixtures" / "parity"
+TRAIN_STEP = SHARED / "fixtures" / "train_step"
 
 
 @pytest.fixture
@@ -35,3 +36,10 @@ def parity_dir():
     if not PARITY.is_dir():
         pytest.skip(f"parity fixtures not found at {PARITY}")
     return PARITY
+
+
+@pytest.fixture
+def train_step_dir():
+    if not TRAIN_STEP.is_dir():
+        pytest.skip(f"training-step fixtures not found at {TRAIN_STEP}")
+    return TRAIN_STEP

@@ -168,6 +168,23 @@ def test_ohem_min_kept_above_valid_count_keeps_all_when_all_hard():
     np.testing.assert_allclose(got, pixel.sum() / valid.sum(), rtol=1e-5)
 
 
+def test_ohem_groups_select_within_each_group_and_average():
+    logits, labels = _random_case(11, shape=(4, 12, 10), margin=4.0)
+    kwargs = dict(thresh=0.3, min_kept=40, class_weights=WEIGHTS)
+    halves = [_ohem(logits[i:i + 2], labels[i:i + 2], **kwargs) for i in (0, 2)]
+    grouped = _ohem(logits, labels, groups=2, **kwargs)
+    np.testing.assert_allclose(grouped, np.mean(halves), rtol=1e-6)
+    assert abs(float(grouped) - float(_ohem(logits, labels, **kwargs))) > 1e-4
+
+
+def test_ohem_float64_logits_give_a_float64_loss():
+    logits, labels = _random_case(12)
+    with jax.enable_x64(True):
+        loss = losses.ohem_cross_entropy(jnp.asarray(logits, jnp.float64), jnp.asarray(labels),
+                                         thresh=0.5, min_kept=10, class_weights=WEIGHTS)
+    assert loss.dtype == jnp.float64
+
+
 def test_ohem_all_ignored_is_zero_with_finite_gradient():
     logits, labels = _random_case(9)
     labels = np.full_like(labels, 255)

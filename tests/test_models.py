@@ -373,16 +373,37 @@ def test_stride2_conv_pads_symmetrically():
     assert float(y[0, 0, 0, 0]) == 4.0  # the (1, 1) tap: one row/col of padding on top-left
 
 
-def test_batchnorm_uses_pytorch_momentum_and_eps():
+@pytest.mark.parametrize("kind", ["unbiased", "biased"])
+def test_batchnorm_uses_pytorch_momentum_eps_and_running_variance(kind):
     bn = layers.BatchNorm(use_running_average=False)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3, 3, 2)) * 3 + 1, jnp.float32)
     variables = bn.init(jax.random.key(0), x)
-    y, updates = bn.apply(variables, x, mutable=["batch_stats"])
+    with layers.running_variance(kind):
+        y, updates = bn.apply(variables, x, mutable=["batch_stats"])
     mean = np.asarray(x).mean((0, 1, 2))
     var = np.asarray(x).var((0, 1, 2))
+    n = 4 * 3 * 3
+    folded = var * n / (n - 1) if kind == "unbiased" else var  # PyTorch: unbiased
     np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(updates["batch_stats"]["var"], 0.9 + 0.1 * folded, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(y), (np.asarray(x) - mean) / np.sqrt(var + 1e-5),
                                atol=1e-4)
+
+
+def test_float64_compute_makes_params_stats_and_logits_float64():
+    with jax.enable_x64(True):
+        model = models.build(MODEL, 19, dtype=jnp.float64)
+        variables = convert.model_template(model, (1, 64, 64, 3))
+        y = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
+                           jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype("float64")}
+    assert {y["logits"].dtype, y["aux_logits"].dtype} == {jnp.dtype("float64")}
+
+
+def test_unknown_running_variance_is_rejected():
+    with pytest.raises(ValueError, match="unbiased"):
+        with layers.running_variance("sample"):
+            pass
 
 
 # --------------------------------------------------------------------------- summary

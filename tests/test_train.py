@@ -106,8 +106,27 @@ def test_sgd_weight_decay_is_coupled_like_pytorch():
 
 def test_ohem_min_kept_scales_with_global_batch():
     cfg = tiny_config(**{"global_batch_size": 12, "loss.ohem_min_kept": 131072,
-                         "loss.ohem_min_kept_batch": 6})
-    assert train.loss_settings(cfg).ohem_min_kept == 262144
+                         "loss.ohem_min_kept_batch": 6, "loss.ohem_scope": "global"})
+    settings = train.loss_settings(cfg)
+    assert (settings.ohem_min_kept, settings.ohem_groups) == (262144, 1)
+
+
+def test_ohem_group_scope_keeps_min_kept_per_group():
+    cfg = tiny_config(**{"global_batch_size": 12, "loss.name": "ohem",
+                         "loss.ohem_min_kept": 131072, "loss.ohem_min_kept_batch": 6,
+                         "loss.ohem_scope": "group"})
+    settings = train.loss_settings(cfg)
+    assert (settings.ohem_min_kept, settings.ohem_groups) == (131072, 2)
+    cfg = override(cfg, global_batch_size=8)
+    with pytest.raises(ValueError, match="global_batch_size=8 is not a multiple"):
+        train.loss_settings(cfg)
+
+
+def test_float64_needs_64_bit_jax():
+    if jax.config.jax_enable_x64:
+        pytest.skip("64-bit JAX is already on in this process")
+    with pytest.raises(ValueError, match="JAX_ENABLE_X64"):
+        train.compute_dtype(tiny_config(dtype="float64"))
 
 
 def _one_step(config, devices):

@@ -22,6 +22,7 @@ from segjax.models.layers import (
     avg_pool,
     conv2d,
     global_avg_pool,
+    precise_dtype,
     resize_bilinear,
 )
 from segjax.models.resnet import BasicBlock
@@ -177,8 +178,9 @@ class DDRNet(nn.Module):
     (branch_planes, out_planes, dtype, name) and map (x, train) at 1/64 to out_planes
     channels, so variants such as BCMFNet only swap this field (overriding `context_module`
     to pass their own options).
-    Logits stay at (H//8, W//8), in float32 whatever `dtype` so the loss is computed at full
-    precision; the loss and evaluation upsample them. H and W must be multiples of 8.
+    Logits stay at (H//8, W//8), in float32 (float64 under float64 compute) whatever `dtype`
+    so the loss is computed at full precision; the loss and evaluation upsample them.
+    H and W must be multiples of 8.
     """
 
     num_classes: int
@@ -230,9 +232,10 @@ class DDRNet(nn.Module):
         merged = resize_bilinear(context, out_size) + high
 
         head = lambda name: SegmentHead(self.head_planes, self.num_classes, dt, name=name)
-        out = {"logits": head("final_layer")(merged, train).astype(jnp.float32)}
+        wide = precise_dtype(dt)
+        out = {"logits": head("final_layer")(merged, train).astype(wide)}
         if self.aux_head:
-            out["aux_logits"] = head("seghead_extra")(aux_input, train).astype(jnp.float32)
+            out["aux_logits"] = head("seghead_extra")(aux_input, train).astype(wide)
         return out
 
     def context_module(self, **kwargs: Any) -> nn.Module:

@@ -25,6 +25,7 @@ from segjax.models.layers import (
     Dtype,
     conv2d,
     global_avg_pool,
+    precise_dtype,
     resize_bilinear,
 )
 from segjax.models.resnet import Bottleneck, ResNet
@@ -131,7 +132,7 @@ class DeepLabV3Plus(nn.Module):
         aspp = self.bot_aspp(self.aspp(features["c5"], train))
         aspp = resize_bilinear(aspp, fine.shape[1:3])
         decoder_in = jnp.concatenate([fine, aspp], axis=-1)
-        logits = self.final(decoder_in, train).astype(jnp.float32)
+        logits = self.final(decoder_in, train).astype(precise_dtype(self.dtype))
         return resize_bilinear(logits, x.shape[1:3]), decoder_in
 
     def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:

@@ -28,6 +28,7 @@ from segjax.models.layers import (
     PReLU,
     avg_pool,
     conv2d,
+    precise_dtype,
     resize_bilinear,
 )
 
@@ -314,7 +315,7 @@ def hardnet_segment(x: jax.Array, train: bool, *, num_classes: int, n_stages: in
         out = blocks(stage, block, out, train)
     logits = conv2d(num_classes, 1, use_bias=True, dtype=dtype, kernel_init=xavier_normal,
                     bias_init=torch_bias_init(out.shape[-1]), name="finalConv")(out)
-    logits = resize_bilinear(logits.astype(jnp.float32), in_size, align_corners=True)
+    logits = resize_bilinear(logits.astype(precise_dtype(dtype)), in_size, align_corners=True)
     return {"logits": logits}
 
 

@@ -6,7 +6,10 @@ BatchNorm behave exactly as in PyTorch, so those semantics live here once (NHWC 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +22,37 @@ IntPair = int | Sequence[int]
 
 # kaiming_normal(mode='fan_out', nonlinearity='relu'), the init of the official convs.
 kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def precise_dtype(dtype: Dtype) -> Any:
+    """The dtype of params, BatchNorm statistics and logits for compute in `dtype`.
+
+    float32 under float32 or bfloat16 compute (mixed precision keeps the master weights
+    and the loss in float32); float64 under float64 compute, so that a float64 run is
+    float64 end to end (forward, loss, gradients, update).
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+RUNNING_VARIANCES = ("unbiased", "biased")
+_running_variance = contextvars.ContextVar("running_variance", default="unbiased")
+
+
+@contextlib.contextmanager
+def running_variance(kind: str) -> Iterator[None]:
+    """Which batch variance train-mode BatchNorms fold into their running `var`.
+
+    "unbiased" (the default) is PyTorch's BatchNorm2d: var·n/(n−1), n the values per
+    channel, which every official trainer of these models used. "biased" is Flax's
+    `nn.BatchNorm`. Read when the forward is traced, so wrap the traced code.
+    """
+    if kind not in RUNNING_VARIANCES:
+        raise ValueError(f"running variance {kind!r}; choose one of {RUNNING_VARIANCES}")
+    token = _running_variance.set(kind)
+    try:
+        yield
+    finally:
+        _running_variance.reset(token)
 
 
 def _pair(v: IntPair) -> tuple[int, int]:
@@ -48,7 +82,8 @@ def conv2d(
     bias_init: nn.initializers.Initializer = nn.initializers.zeros,
     name: str | None = None,
 ) -> nn.Conv:
-    """An `nn.Conv` with PyTorch Conv2d semantics: explicit symmetric padding, fp32 params.
+    """An `nn.Conv` with PyTorch Conv2d semantics: explicit symmetric padding; params in
+    `precise_dtype(dtype)`.
 
     `padding=None` means d*(k//2) per axis; an int or pair is used as given on both sides.
     The initialisers default to the official DDRNet ones; recipes that re-initialise their
@@ -68,7 +103,7 @@ def conv2d(
         feature_group_count=groups,
         use_bias=use_bias,
         dtype=dtype,
-        param_dtype=jnp.float32,
+        param_dtype=precise_dtype(dtype),
         kernel_init=kernel_init,
         bias_init=bias_init,
         name=name,
@@ -76,17 +111,50 @@ def conv2d(
 
 
 class BatchNorm(nn.BatchNorm):
-    """BatchNorm2d defaults: PyTorch momentum 0.1 is Flax momentum 0.9; eps 1e-5.
+    """PyTorch's BatchNorm2d: momentum 0.1 (Flax's 0.9), eps 1e-5, `running_variance`.
 
-    Pass `use_running_average=not train`. Statistics and affine params stay float32
-    whatever the compute `dtype`. The two-pass variance avoids E[x²]−E[x]² cancellation, which
-    made gradients depend on how the global batch was split over devices.
+    Pass `use_running_average=not train`. Statistics and affine params are kept in
+    `precise_dtype(dtype)`. The variance is two-pass: E[x²]−E[x]² cancels digits, which
+    made gradients depend on how the global batch was split over devices. A subclass of
+    Flax's, so tools that find BatchNorms by type (folding) see it.
     """
 
     momentum: float = 0.9
     epsilon: float = 1e-5
-    param_dtype: Dtype = jnp.float32
+    param_dtype: Dtype | None = None  # None: precise_dtype(dtype)
     use_fast_variance: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average)
+        dtype = self.dtype or x.dtype
+        stat_dtype = self.param_dtype or precise_dtype(dtype)
+        features = (x.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, stat_dtype)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, features, stat_dtype)
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            axes = tuple(range(x.ndim - 1))
+            wide = x.astype(jnp.promote_types(x.dtype, stat_dtype))
+            mean = jnp.mean(wide, axes)
+            var = jnp.mean(jnp.square(wide - mean), axes)
+            if not self.is_initializing():
+                n = math.prod(x.shape[:-1])
+                bessel = n / (n - 1) if _running_variance.get() == "unbiased" and n > 1 else 1.0
+                keep = self.momentum
+                ra_mean.value = (keep * ra_mean.value + (1 - keep) * mean).astype(stat_dtype)
+                ra_var.value = (keep * ra_var.value
+                                + (1 - keep) * bessel * var).astype(stat_dtype)
+        y = x - mean
+        mul = jax.lax.rsqrt(var + self.epsilon)
+        if self.use_scale:
+            mul = mul * self.param("scale", self.scale_init, features, stat_dtype)
+        y = y * mul
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, features, stat_dtype)
+        return y.astype(dtype)
 
 
 class ConvBN(nn.Module):
@@ -141,7 +209,7 @@ class PReLU(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         alpha = self.param("alpha", nn.initializers.constant(self.init_value),
-                           (x.shape[-1],), jnp.float32)
+                           (x.shape[-1],), precise_dtype(self.dtype))
         x = x.astype(self.dtype)
         return jnp.where(x >= 0, x, alpha.astype(self.dtype) * x)
 

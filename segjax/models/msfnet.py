@@ -22,7 +22,15 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import register
-from segjax.models.layers import BatchNorm, Dtype, avg_pool, conv2d, max_pool, resize_bilinear
+from segjax.models.layers import (
+    BatchNorm,
+    Dtype,
+    avg_pool,
+    conv2d,
+    max_pool,
+    precise_dtype,
+    resize_bilinear,
+)
 from segjax.models.resnet import BasicBlock, ResNet
 
 POOLINGS = ("avg", "max")
@@ -66,8 +74,8 @@ class SpatialAwarePooling(nn.Module):
         pool = avg_pool if self.pooling == "avg" else max_pool
         for j in range(1, self.num_poolings + 1):
             s = 2 ** j
-            # Window sums of up to 65² values: accumulate in float32 whatever the dtype.
-            outputs.append(pool(b.astype(jnp.float32), 2 * s + 1, s, s).astype(b.dtype))
+            # Window sums of up to 65² values: accumulate in at least float32.
+            outputs.append(pool(b.astype(precise_dtype(b.dtype)), 2 * s + 1, s, s).astype(b.dtype))
         return outputs
 
 
@@ -191,11 +199,11 @@ class MSFNet(nn.Module):
         out = {}
         if self.class_boundary_supervision:
             out["boundary_logits"] = head(self.num_classes + 1, "boundary_head")(
-                outputs[-1]).astype(jnp.float32)
+                outputs[-1]).astype(precise_dtype(dt))
         y = outputs[0]
         if len(outputs) > 1:
             y = DepthwiseSeparableConv(self.channels, dt, name="fusion")(
                 jnp.concatenate(outputs, axis=-1), train)
-        logits = head(self.num_classes, "classifier")(y).astype(jnp.float32)
+        logits = head(self.num_classes, "classifier")(y).astype(precise_dtype(dt))
         out["logits"] = resize_bilinear(logits, size)
         return out

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import register
-from segjax.models.layers import BatchNorm, ConvBN, Dtype, conv2d, max_pool
+from segjax.models.layers import BatchNorm, ConvBN, Dtype, conv2d, max_pool, precise_dtype
 
 
 class BasicBlock(nn.Module):
@@ -161,8 +161,9 @@ class ResNet(nn.Module):
             outputs[f"c{index + 2}"] = x
         if self.include_top:
             pooled = jnp.mean(x, axis=(1, 2))
-            outputs["classifier"] = nn.Dense(self.num_classes, dtype=self.dtype,
-                                             param_dtype=jnp.float32, name="fc")(pooled)
+            outputs["classifier"] = nn.Dense(
+                self.num_classes, dtype=self.dtype, param_dtype=precise_dtype(self.dtype),
+                name="fc")(pooled)
         return outputs
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from segjax.models import register
 from segjax.models.deeplab import DeepLabV3Plus
-from segjax.models.layers import BatchNorm, Dtype, conv2d, resize_bilinear
+from segjax.models.layers import BatchNorm, Dtype, conv2d, precise_dtype, resize_bilinear
 
 FUSIONS = ("prob", "mask", "logits", "attention")
 PROBABILITY_FUSIONS = ("prob", "mask")
@@ -61,7 +61,8 @@ def fuse_scales(z_lo: jax.Array, z_hi: jax.Array, fusion: str = "prob",
     finite); for the logit fusions logits is S. `attention` (N, h, w, 1) is required for
     "attention" and given at z_lo's size.
     """
-    z_lo, z_hi = z_lo.astype(jnp.float32), z_hi.astype(jnp.float32)
+    wide = precise_dtype(z_hi.dtype)
+    z_lo, z_hi = z_lo.astype(wide), z_hi.astype(wide)
     up = lambda t: resize_bilinear(t, z_hi.shape[1:3])
     if fusion in PROBABILITY_FUSIONS:
         p_lo = up(jax.nn.softmax(z_lo, axis=-1))
@@ -71,7 +72,7 @@ def fuse_scales(z_lo: jax.Array, z_hi: jax.Array, fusion: str = "prob",
             fused = p_lo + p_hi * (1.0 - p_lo)
         else:
             fused = p_lo + (1.0 - jnp.max(p_lo, axis=-1, keepdims=True)) * p_hi
-        log_fused = jnp.log(jnp.maximum(fused, jnp.finfo(jnp.float32).tiny))
+        log_fused = jnp.log(jnp.maximum(fused, jnp.finfo(wide).tiny))
         return fused, log_fused - jnp.log(jnp.sum(fused, axis=-1, keepdims=True))
     if fusion == "logits":
         fused = up(z_lo) + z_hi * up(1.0 - z_lo)
@@ -79,7 +80,7 @@ def fuse_scales(z_lo: jax.Array, z_hi: jax.Array, fusion: str = "prob",
     if fusion == "attention":
         if attention is None:
             raise ValueError("fusion='attention' needs the low scale's attention map")
-        attention = attention.astype(jnp.float32)
+        attention = attention.astype(wide)
         fused = up(attention * z_lo) + (1.0 - up(attention)) * z_hi
         return fused, fused
     raise ValueError(f"unknown synergy fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
@@ -100,7 +101,7 @@ class ScaleAttention(nn.Module):
             x = BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}")(x)
             x = nn.relu(x)
         x = conv2d(1, 1, dtype=self.dtype, name="conv2")(x)
-        return jax.nn.sigmoid(x.astype(jnp.float32))
+        return jax.nn.sigmoid(x.astype(precise_dtype(self.dtype)))
 
 
 @register("synergy_deeplabv3plus_r50", aux_heads=0, output_stride=1)
