@@ -6,7 +6,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from segjax import logs, sharding
+from segjax import cli, logs, sharding
 
 # --mode -> (module, function(config, workdir)); imported on use, so inference never loads TF.
 MODES = {
@@ -30,7 +30,7 @@ flags.DEFINE_bool("traceback", False, "Show the full traceback of configuration 
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Mistakes in the config, the data or the workdir: reported as one line, not a traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError)
 
 
 def main(argv):
@@ -42,6 +42,8 @@ def main(argv):
     try:
         run = getattr(importlib.import_module(module_name), function)
         run(FLAGS.config, FLAGS.workdir)
+    except KeyboardInterrupt as e:  # a training run checkpointed on SIGTERM / SIGINT
+        sys.exit(getattr(e, "exit_code", 130))
     except USER_ERRORS as e:
         if FLAGS.traceback:
             raise
@@ -50,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -114,7 +114,10 @@ class Checkpointer:
             data_iter=grain.checkpoint.CheckpointSave(data_iter),
             meta=ocp.args.JsonSave(meta),
         )
-        return self.manager.save(step, args=args, force=force)
+        try:
+            return self.manager.save(step, args=args, force=force)
+        except Exception as err:  # orbax re-raises what its writer threads hit
+            self._save_failed(step, err)
 
     def read_meta(self, step: int) -> dict:
         restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
@@ -194,7 +197,29 @@ class Checkpointer:
         return restored["state"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:
+            self._save_failed(None, err)
+
+    def _save_failed(self, step: int | None, err: Exception) -> None:
+        """One line for a failed save (full disk, lost mount): the path, the error, the last
+        intact checkpoint and what to do."""
+        from segjax.workdir import WorkdirError
+
+        try:
+            intact = [s for s in self.manager.all_steps(read=True) if s != step]
+        except Exception:  # noqa: BLE001 - the directory itself may be gone
+            intact = []
+        last = (f"the last intact checkpoint is step {max(intact)}" if intact
+                else "no checkpoint was completed")
+        reason = next((line for line in str(err).splitlines() if line.strip()),
+                      type(err).__name__)
+        which = f"checkpoint {step}" if step is not None else "a checkpoint"
+        raise WorkdirError(
+            f"saving {which} in {self.directory} failed ({reason.strip()}); {last}. Free "
+            "space or fix the directory, then rerun the same command to resume from it."
+        ) from err
 
     def close(self) -> None:
         self.manager.close()

@@ -22,6 +22,7 @@ import optax
 from absl import logging
 
 from segjax import checkpoint, evaluate, inference, losses, models, sharding
+from segjax import workdir as workdir_lib
 from segjax.models import layers
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
@@ -357,18 +358,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         jax.config.update("jax_enable_x64", True)
     workdir = str(pathlib.Path(workdir).absolute())
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    # Data problems surface before minutes of compilation, not after.
-    train_iter = pipeline.make_train_iterator(config)
-    s = None
+    lock = workdir_lib.WorkdirLock(workdir)
+    if jax.process_index() == 0:  # one writer per workdir, checked before any compile
+        lock.acquire()
+    train_iter = s = None
     try:
+        # Data problems surface before minutes of compilation, not after.
+        train_iter = pipeline.make_train_iterator(config)
         s = setup(config, workdir)
+        if jax.process_index() == 0:
+            workdir_lib.check_writable(workdir, _state_bytes(s.state), config.keep_checkpoints)
         return _train_loop(config, workdir, s, train_iter, stop_at_step)
     finally:
         if s is not None:
             # Let a pending async save commit before anything else happens to the process.
             s.checkpointer.wait()
             s.checkpointer.close()
-        _close(train_iter)
+        if train_iter is not None:
+            _close(train_iter)
+        lock.release()
+
+
+def _state_bytes(state: TrainState) -> int:
+    return int(sum(leaf.nbytes for leaf in jax.tree.leaves(state)))
 
 
 def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
@@ -415,36 +427,42 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
                  config.model.name, s.info.name, initial_step, num_steps,
                  config.global_batch_size, s.mesh.size)
     step = initial_step
-    for step in range(initial_step + 1, num_steps + 1):
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            batch = sharding.to_global(next(train_iter), s.mesh)
-            state, scalars = train_step(state, batch)
-        pending.append((step, scalars))
-        for hook in hooks:
-            hook(step)
-        last = step == num_steps or step == stop_at_step
-        log_now = step % config.log_every_steps == 0 or last
-        save_now = step % config.checkpoint_every_steps == 0 or last
-        eval_now = step % config.eval_every_steps == 0 or step == num_steps
-        if log_now or save_now or eval_now:
-            fetched = [(i, jax.device_get(m)) for i, m in pending]
-            pending = []
-            _check_finite(fetched, s.checkpointer, workdir)
-            history.update({i: float(m["loss"]) for i, m in fetched})
-            means = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
-                     for k in fetched[-1][1]}
-            if config.data.get("skip_corrupt", False):
-                from data_pipelines.pipeline import skipped_examples
+    with workdir_lib.StopSignals() as signals:
+        for step in range(initial_step + 1, num_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                batch = sharding.to_global(next(train_iter), s.mesh)
+                state, scalars = train_step(state, batch)
+            pending.append((step, scalars))
+            for hook in hooks:
+                hook(step)
+            stop = signals.agreed(step, config.log_every_steps)
+            last = step == num_steps or step == stop_at_step or stop
+            log_now = step % config.log_every_steps == 0 or last
+            save_now = step % config.checkpoint_every_steps == 0 or last
+            eval_now = (step % config.eval_every_steps == 0 or step == num_steps) and not stop
+            if log_now or save_now or eval_now:
+                fetched = [(i, jax.device_get(m)) for i, m in pending]
+                pending = []
+                _check_finite(fetched, s.checkpointer, workdir)
+                history.update({i: float(m["loss"]) for i, m in fetched})
+                means = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
+                         for k in fetched[-1][1]}
+                if config.data.get("skip_corrupt", False):
+                    from data_pipelines.pipeline import skipped_examples
 
-                means["train/skipped_examples"] = evaluate.sum_over_processes(
-                    skipped_examples("train"))
-            writer.write_scalars(step, means)
-        if save_now:
-            s.checkpointer.save(step, state, train_iter, s.meta)
-        if eval_now:
-            last_eval = _evaluate(config, s, state, step, writer, workdir)
-        if step == stop_at_step:
-            break
+                    means["train/skipped_examples"] = evaluate.sum_over_processes(
+                        skipped_examples("train"))
+                writer.write_scalars(step, means)
+            if save_now:
+                s.checkpointer.save(step, state, train_iter, s.meta)
+            if eval_now:
+                last_eval = _evaluate(config, s, state, step, writer, workdir)
+            if stop:
+                s.checkpointer.wait()
+                writer.flush()
+                signals.interrupt(step, s.checkpointer.directory)
+            if step == stop_at_step:
+                break
 
     if initial_step >= num_steps:
         print(f"Training already finished ({initial_step}/{num_steps} steps); re-running the "

@@ -6,17 +6,21 @@ file; there is no central table to keep in sync.
 
 from __future__ import annotations
 
+import ast
+import collections.abc
 import dataclasses
 import importlib
 import inspect
 import pkgutil
+import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 
 __all__ = ["accepted_kwargs", "available", "build", "default_kwargs", "register",
-           "traits"]
+           "traits", "typed_kwargs"]
 
 _NOT_FAMILIES = frozenset({"layers"})
 # Dataclass fields every linen Module has, which are not model options.
@@ -112,8 +116,86 @@ def default_kwargs(name: str) -> dict[str, Any]:
     return {**found, **entry.defaults}
 
 
+def _describe(annotation: Any) -> str:
+    if annotation is type(None):
+        return "none"
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arm) for arm in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (tuple, list, collections.abc.Sequence):
+        return f"a sequence of {_describe(typing.get_args(annotation)[0])}"
+    return {bool: "true/false"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """`value` as `annotation` wants it, with text from a command line parsed (true/false/none
+    in any case, numbers, tuples); ValueError if it cannot be."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    text = value.strip() if isinstance(value, str) else None
+    if origin in (typing.Union, types.UnionType):
+        for arm in sorted(args, key=lambda a: a is str):  # text stays text last
+            try:
+                return _coerce(value, arm)
+            except ValueError:
+                pass
+        raise ValueError
+    if annotation is type(None):
+        if value is None or (text is not None and text.lower() == "none"):
+            return None
+        raise ValueError
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ValueError
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ValueError
+        if text is not None:
+            value = ast.literal_eval(text) if text else None
+        if isinstance(value, int) or (annotation is float and isinstance(value, float)):
+            return annotation(value)
+        raise ValueError
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError
+    if origin in (tuple, list, collections.abc.Sequence):
+        if text is not None:
+            value = ast.literal_eval(text)
+        if not isinstance(value, (tuple, list)):
+            raise ValueError
+        inner = [a for a in args if a is not Ellipsis]
+        return tuple(_coerce(v, inner[0]) if inner else v for v in value)
+    return value  # Any, callables and module types: passed through
+
+
+def typed_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """`kwargs` checked against the constructor's annotations and parsed where they are text
+    (true/false/none in any case, numbers, tuples); TypeError names the argument, the model,
+    the expected type and the value."""
+    factory = _entry(name).factory
+    try:
+        hints = typing.get_type_hints(factory)
+    except (NameError, TypeError):
+        return dict(kwargs)
+    typed = {}
+    for key, value in kwargs.items():
+        annotation = hints.get(key, Any)
+        try:
+            typed[key] = _coerce(value, annotation)
+        except (ValueError, SyntaxError):
+            raise TypeError(f"model {name!r}: argument {key}={value!r} ({type(value).__name__}) "
+                            f"is not {_describe(annotation)}") from None
+    return typed
+
+
 def build(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Instantiate a registered model; kwargs override the registered defaults."""
+    """Instantiate a registered model; kwargs override the registered defaults.
+
+    Arguments are checked against the constructor's annotations; text (from a command line)
+    is parsed: true/false/none in any case, numbers, tuples.
+    """
     entry = _entry(name)
     accepted = accepted_kwargs(name)
     if accepted is not None:
@@ -121,4 +203,5 @@ def build(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         if unknown:
             raise TypeError(f"model {name!r} got unexpected argument(s) {', '.join(unknown)}; "
                             f"accepted: {', '.join(accepted)}")
+    kwargs = typed_kwargs(name, kwargs)
     return entry.factory(num_classes=num_classes, **{**entry.defaults, **kwargs})

@@ -223,4 +223,6 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    from segjax import cli
+
+    app.run(main, flags_parser=cli.parse_flags)

@@ -23,8 +23,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from segjax import checkpoint, convert, models, pretrained
-from segjax.tools.summary import _parse_set
+from segjax import checkpoint, cli, convert, models, pretrained
 
 __all__ = ["convert_to_checkpoint", "main"]
 
@@ -42,6 +41,7 @@ def convert_to_checkpoint(source: str | pathlib.Path, out: str | pathlib.Path, m
     if directory.is_dir() and any(directory.iterdir()):
         raise FileExistsError(f"{directory} already holds checkpoints; pass a new OUT directory.")
     state_dict = pretrained.read_state_dict(source, field="IN")
+    model_kwargs = models.typed_kwargs(model_name, model_kwargs)
     model = models.build(model_name, num_classes, **model_kwargs)
     template = convert.model_template(model)
     try:
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         result = convert_to_checkpoint(args.input, args.out, args.model, args.num_classes,
-                                       **_parse_set(args.set))
+                                       **cli.parse_key_values(args.set))
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -12,7 +12,6 @@ counts every convolution tap, padding included, as PyTorch hook counters (and th
 from __future__ import annotations
 
 import argparse
-import ast
 import collections
 import sys
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from segjax import models
+from segjax import cli, models
 
 __all__ = ["compiled_flops", "conv_gmacs", "inference_model", "main", "param_table",
            "summarize"]
@@ -85,19 +84,6 @@ def summarize(name: str, num_classes: int, resolution: tuple[int, int],
             "conv_gmacs": conv_gmacs(model, variables, resolution), "table": table}
 
 
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    kwargs = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        try:
-            kwargs[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            kwargs[key] = raw
-    return kwargs
-
-
 def _parse_resolution(text: str) -> tuple[int, int]:
     h, sep, w = text.lower().partition("x")
     if not sep:
@@ -114,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="model constructor option (python literal), repeatable")
     args = parser.parse_args(argv)
 
-    result = summarize(args.model, args.num_classes, args.resolution, **_parse_set(args.set))
+    try:
+        result = summarize(args.model, args.num_classes, args.resolution,
+                           **cli.parse_key_values(args.set))
+    except (TypeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     width = max(map(len, result["table"]), default=6)
     print(f"{'module':<{width}}  {'params':>10}")
     for module, count in result["table"].items():

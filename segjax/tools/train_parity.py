@@ -16,11 +16,8 @@ check); float32 runs at matmul precision 'highest'.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import dataclasses
-import importlib
-import importlib.util
 import json
 import pathlib
 import sys
@@ -32,7 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from segjax import convert, inference, sharding, train
+from segjax import cli, convert, inference, sharding, train
 from segjax.tools import parity
 
 # The recipe whose loss and training semantics each fixture's official code defines.
@@ -63,16 +60,7 @@ def fixture_loss_kind(loss: Mapping[str, Any]) -> str:
 
 def load_recipe(model: str, config_path: str | None = None) -> ml_collections.ConfigDict:
     """The model's recipe config (`configs/<recipe>.py`), or the file given."""
-    path = pathlib.Path(config_path) if config_path else CONFIGS_DIR / f"{RECIPES[model]}.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {path} does not exist; pass a configs/*.py file")
-    root = str(path.resolve().parents[1])
-    if root not in sys.path:  # recipes import `configs.default`
-        sys.path.insert(0, root)
-    spec = importlib.util.spec_from_file_location(f"_recipe_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return cli.load_config(config_path or str(CONFIGS_DIR / f"{RECIPES[model]}.py"))
 
 
 def fixture_config(recipe: ml_collections.ConfigDict, fixture: Mapping[str, Any],
@@ -129,20 +117,6 @@ def fixture_config(recipe: ml_collections.ConfigDict, fixture: Mapping[str, Any]
             raise KeyError(f"--set {key}: no such config field")
         node[leaf] = value
     return config
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """`key=value` strings → {key: value}; values are Python literals, else strings."""
-    parsed = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
-        try:
-            parsed[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            parsed[key] = raw
-    return parsed
 
 
 @dataclasses.dataclass
@@ -318,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = check_fixture(args.model, args.fixture, args.manifest, args.precision,
-                               args.config, parse_overrides(args.set))
+                               args.config, cli.parse_key_values(args.set))
     except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
