@@ -128,7 +128,8 @@ class StopSignals:
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
-        self.received: int | None = None
+        self.received: int | None = None  # this process's first signal (set by the handler)
+        self.stopped_by: int | None = None  # the signal every process agreed to stop on
         self._count = 0
         self._previous: dict[int, object] = {}
 
@@ -149,27 +150,31 @@ class StopSignals:
         import jax
 
         if jax.process_count() == 1:
+            self.stopped_by = self.received
             return self.received is not None
         if step % every:
             return False
         import numpy as np
         from jax.experimental import multihost_utils
 
-        received = multihost_utils.process_allgather(np.int32(self.received or 0))
-        self.received = int(np.max(received)) or None
-        return self.received is not None
+        # The handler may fire during the exchange: read the flag once, never overwrite it.
+        mine = self.received
+        everyone = multihost_utils.process_allgather(np.int32(mine or 0))
+        self.stopped_by = int(np.max(everyone)) or None
+        return self.stopped_by is not None
 
     def interrupt(self, step: int, directory) -> None:
         """Says what was saved and how to resume, then raises TrainingInterrupted."""
         import jax
 
-        name = signal.Signals(self.received).name if self.received else "a stop request"
+        signum = self.stopped_by or self.received
+        name = signal.Signals(signum).name if signum else "a stop request"
         message = (f"Stopped by {name} after step {step}: checkpoint {step} (params, "
                    f"BatchNorm statistics, optimizer state, input position) is in "
                    f"{directory}. Rerun the same command to resume.")
         if jax.process_index() == 0:
             print(message, flush=True)
-        raise TrainingInterrupted(message, 128 + (self.received or signal.SIGTERM))
+        raise TrainingInterrupted(message, 128 + (signum or signal.SIGTERM))
 
     def _handle(self, signum, frame) -> None:
         self._count += 1

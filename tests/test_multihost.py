@@ -218,3 +218,40 @@ def test_two_process_checkpoint_resumes_in_one_process_at_the_same_batch(runs, c
     for key in ("image", "label"):
         np.testing.assert_array_equal(next_batches["two_processes"][key],
                                       next_batches["one_process"][key])
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_same_checkpoint(runs):
+    """The scheduler's signal may reach one process first: both agree on the step and save."""
+    import signal
+
+    root, config_file, _ = runs
+    address = f"127.0.0.1:{portpicker.pick_unused_port()}"
+    workdir = root / "preempted"
+    procs, logs = [], []
+    for i in range(2):
+        log = open(root / f"preempted.{i}.log", "w+")
+        logs.append(log)
+        env = _env(4, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(i))
+        procs.append(subprocess.Popen(
+            [sys.executable, "run.py", f"--config={config_file}", f"--workdir={workdir}",
+             "--config.num_train_steps=100000"], cwd=REPO, env=env, stdout=log,
+            stderr=subprocess.STDOUT))
+    try:
+        deadline = time.time() + RUN_TIMEOUT_S
+        while "] [2] " not in (root / "preempted.0.log").read_text():
+            assert time.time() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.5)
+        procs[1].send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=RUN_TIMEOUT_S) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    outputs = [log.seek(0) or log.read() for log in logs]
+    assert codes == [128 + signal.SIGTERM] * 2, outputs[0][-3000:] + outputs[1][-3000:]
+    stopped = int(outputs[0].split("Stopped by SIGTERM after step ")[1].split(":")[0])
+    assert read_state(workdir, stopped)["step"] == stopped
+    assert sorted(p.name for p in (workdir / "checkpoints" / str(stopped) / "data_iter").glob(
+        "process_*.json")) == ["process_0-of-2.json", "process_1-of-2.json"]
