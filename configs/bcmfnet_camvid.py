@@ -7,14 +7,15 @@ The paper trains CamVid with batch 16 on 960x720 crops; the SegNet copy is 480x3
 crop is the whole frame. Other settings as the Cityscapes recipe.
 """
 
-from configs import bcmfnet_cityscapes, ddrnet23slim_camvid
+from configs import bcmfnet_cityscapes, common, ddrnet23slim_camvid
 
 
-def get_config():
+def get_config(variant=None):
+    """`variant="cpu"`: the from-scratch 2-core CPU protocol (configs/common.py)."""
     config = ddrnet23slim_camvid.get_config()
     with config.unlocked():
         config.model.kwargs.lmfm_connection = "interval"
         config.model.kwargs.lmfm_p4_kernel = 1
     config = bcmfnet_cityscapes.bcmfnet(config)
     config.global_batch_size = 16
-    return config.lock()
+    return common.variant(config, variant, "bcmfnet_camvid").lock()

@@ -5,12 +5,15 @@ python run.py --config=configs/ddrnet23slim_camvid.py \
 
 DDRNet's CamVid recipe is not published in code; this follows its Cityscapes recipe
 (SGD 0.9, poly 0.9, weight decay 5e-4, OHEM, aux 0.4) at CamVid's full frame size.
+`configs/ddrnet23slim_camvid.py:cpu` is the from-scratch protocol for a 2-core CPU
+(`configs/common.py:camvid_cpu`).
 """
 
-from configs import default
+from configs import common, default
 
 
-def get_config():
+def get_config(variant=None):
+    """`variant="cpu"`: the from-scratch 2-core CPU protocol (configs/common.py)."""
     config = default.get_config()
     config.dataset.name = "camvid"
     config.dataset.root = "data/camvid"
@@ -32,4 +35,4 @@ def get_config():
     config.log_every_steps = 50
     config.eval_every_steps = 1000
     config.checkpoint_every_steps = 1000
-    return config.lock()
+    return common.variant(config, variant, "ddrnet23slim_camvid").lock()

@@ -8,5 +8,5 @@ python run.py --config=configs/fassdnet_l2_camvid.py --config.dataset.root=/path
 from configs.fassdnet_camvid import camvid
 
 
-def get_config():
-    return camvid("fassdnet_l2", alpha=2)
+def get_config(variant=None):
+    return camvid("fassdnet_l2", variant, alpha=2)

@@ -165,8 +165,43 @@ SPLITS = ("train", "val", "test", "trainval")
 _UNKNOWN = 254  # colour-LUT value of colours outside the table; 255 is Void
 
 
+class TrainValSource:
+    """train followed by val: the papers' final CamVid protocol trains on both once the
+    settings were chosen on val (`--config.dataset.train_split=trainval`)."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.info = self.parts[0].info
+
+    def _locate(self, index):
+        if index < 0:
+            index += len(self)
+        for part in self.parts:
+            if 0 <= index < len(part):
+                return part, index
+            index -= len(part)
+        raise IndexError(f"index out of range for {self!r}")
+
+    def __len__(self):
+        return sum(len(part) for part in self.parts)
+
+    def __repr__(self):
+        return f"TrainValSource({', '.join(map(repr, self.parts))})"
+
+    def name(self, index):
+        part, index = self._locate(index)
+        return part.name(index)
+
+    def __getitem__(self, index):
+        part, index = self._locate(index)
+        return part[index]
+
+
 def make_source(root, split, camvid_format="segnet"):
-    """The CamVid source for `config.dataset.camvid_format` ('segnet' or 'original')."""
+    """The CamVid source for `config.dataset.camvid_format` ('segnet' or 'original');
+    split "trainval" is train and val together."""
+    if split == "trainval":
+        return TrainValSource(make_source(root, part, camvid_format) for part in ("train", "val"))
     if camvid_format == "segnet":
         return CamVidSource(root, split)
     if camvid_format == "original":

@@ -1,4 +1,4 @@
-"""Training loop: jit over a device mesh, orbax resume with the data iterator, clu logging.
+"""Training loop: jit over a device mesh, orbax resume with the data iterator, metric writers.
 
 `train_and_evaluate(config, workdir)` is the whole job: it resumes from the latest complete
 checkpoint in `workdir/checkpoints` when there is one (params, BatchNorm statistics,
@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from segjax import checkpoint, evaluate, inference, losses, models, sharding
+from segjax import checkpoint, evaluate, inference, logs, losses, models, sharding
 from segjax import workdir as workdir_lib
 from segjax.models import layers
 
@@ -324,8 +324,6 @@ def setup(config, workdir: str) -> Setup:
 
 
 def create_writer(workdir: str):
-    from segjax import logs
-
     return logs.create_writer(workdir)
 
 
@@ -384,8 +382,6 @@ def _state_bytes(state: TrainState) -> int:
 
 
 def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
-    from clu import periodic_actions
-
     state = s.state
 
     latest = s.checkpointer.latest_step()
@@ -416,9 +412,9 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
                                  running_variance=config.bn_running_variance)
     num_steps = int(config.num_train_steps)
     hooks = []
+    progress = logs.Progress(num_steps, writer, config.log_every_steps, initial_step)
     if jax.process_index() == 0:
-        hooks.append(periodic_actions.ReportProgress(
-            num_train_steps=num_steps, writer=writer, every_steps=config.log_every_steps))
+        hooks.append(progress)
 
     history: dict[int, float] = {}
     last_eval: dict | None = None
@@ -453,10 +449,11 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
                     means["train/skipped_examples"] = evaluate.sum_over_processes(
                         skipped_examples("train"))
                 writer.write_scalars(step, means)
-            if save_now:
-                s.checkpointer.save(step, state, train_iter, s.meta)
-            if eval_now:
-                last_eval = _evaluate(config, s, state, step, writer, workdir)
+            with progress.paused():
+                if save_now:
+                    s.checkpointer.save(step, state, train_iter, s.meta)
+                if eval_now:
+                    last_eval = _evaluate(config, s, state, step, writer, workdir)
             if stop:
                 s.checkpointer.wait()
                 writer.flush()

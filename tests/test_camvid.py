@@ -19,6 +19,18 @@ def test_real_splits_have_segnet_lengths(camvid_root):
     assert len(CamVidSource(camvid_root, "val")) == 101
 
 
+def test_trainval_is_train_then_val(camvid_root):
+    train, val = CamVidSource(camvid_root, "train"), CamVidSource(camvid_root, "val")
+    both = build_source(ml_collections.ConfigDict({"name": "camvid", "root": str(camvid_root)}),
+                        "trainval")
+    assert len(both) == len(train) + len(val) == 468
+    assert both.name(len(train) - 1) == train.name(len(train) - 1)
+    assert both.name(len(train)) == val.name(0) and both.name(-1) == val.name(len(val) - 1)
+    np.testing.assert_array_equal(both[len(train)]["label"], val[0]["label"])
+    with pytest.raises(IndexError):
+        both[len(both)]
+
+
 def test_real_frames_decode_as_rgb_with_ignore_remapped(camvid_root):
     source = CamVidSource(camvid_root, "train")
     assert source.info.num_classes == 11
