@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any
 
 import jax
@@ -208,13 +209,17 @@ class Checkpointer:
         from segjax.workdir import WorkdirError
 
         try:
-            intact = [s for s in self.manager.all_steps(read=True) if s != step]
+            self.manager.reload()
+            intact = [s for s in self.manager.all_steps() if s != step]
         except Exception:  # noqa: BLE001 - the directory itself may be gone
             intact = []
         last = (f"the last intact checkpoint is step {max(intact)}" if intact
                 else "no checkpoint was completed")
         reason = next((line for line in str(err).splitlines() if line.strip()),
                       type(err).__name__)
+        # An async save fails when the next one waits for it: name the step that failed.
+        failed = re.search(r"/(\d+)\.orbax-checkpoint-tmp", reason)
+        step = int(failed.group(1)) if failed else step
         which = f"checkpoint {step}" if step is not None else "a checkpoint"
         raise WorkdirError(
             f"saving {which} in {self.directory} failed ({reason.strip()}); {last}. Free "

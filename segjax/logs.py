@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pathlib
+import sys
 import time
 from collections.abc import Iterator
 
@@ -134,12 +135,35 @@ class _DropLibraryInfo:
     def filter(self, record) -> bool:
         import logging as std_logging
 
+        if record.pathname.endswith("asyncio/base_events.py") and "never retrieved" in str(
+                record.msg):
+            return False  # orbax's abandoned writes after a failed save, at exit
+        noisy = any(part in record.pathname for part in self.NOISY)
+        if noisy and record.exc_info:
+            # orbax's writer threads log each failure with its traceback; the failure also
+            # reaches the training loop, which reports it once (a full disk: one per array).
+            record.exc_info, record.exc_text = None, None
         if record.levelno >= std_logging.WARNING:
             return True
-        return not any(part in record.pathname for part in self.NOISY)
+        return not noisy
 
 
 def quiet_library_logs() -> None:
     from absl import logging as absl_logging
 
     absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())
+    sys.unraisablehook = _QuietClosedLoop(sys.unraisablehook)
+
+
+class _QuietClosedLoop:
+    """After a failed checkpoint write, tensorstore's pending callbacks find orbax's event
+    loop closed and print one traceback each; the failure itself is reported once."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, unraisable) -> None:
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        self.previous(unraisable)

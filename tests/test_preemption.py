@@ -161,3 +161,50 @@ def test_a_failed_save_is_one_line_naming_the_last_intact_step(tmp_path, monkeyp
     assert message.startswith(f"saving checkpoint 6 in {tmp_path / 'checkpoints'} failed (")
     assert "No space left on device" in message
     assert "the last intact checkpoint is step 3" in message
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_training_ends_in_one_line(tmp_path):
+    """A 7 MiB tmpfs takes the first checkpoints of a narrow DDRNet, not the third one."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=7M", "tmpfs", str(mount)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        steps = ["--config.num_train_steps=12", "--config.checkpoint_every_steps=2",
+                 "--config.async_checkpointing=True"]
+        config = tmp_path / "narrow.py"
+        config.write_text(NARROW_CONFIG)
+        done = subprocess.run(
+            [sys.executable, "run.py", f"--config={config}", f"--workdir={mount / 'run'}",
+             *steps], capture_output=True, text=True, timeout=600, env=ONE_DEVICE)
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output, output[-3000:]
+    error = output.strip().splitlines()[-1]
+    assert error.startswith(f"error: saving checkpoint 6 in {mount / 'run' / 'checkpoints'} "
+                            "failed (RESOURCE_EXHAUSTED")
+    assert "No space left on device" in error
+    assert error.endswith("the last intact checkpoint is step 4. Free space or fix the "
+                          "directory, then rerun the same command to resume from it.")
+
+
+NARROW_CONFIG = """
+from configs import quickstart
+
+
+def get_config():
+    config = quickstart.get_config()
+    with config.unlocked():
+        config.model.kwargs.update(planes=8, spp_planes=16, head_planes=16,
+                                   layers=(1, 1, 1, 1), aux_head=False)
+    config.dataset.image_size = (64, 96)
+    config.dataset.num_train = 32
+    config.dataset.num_eval = 8
+    config.data.crop_size = (64, 64)
+    config.log_every_steps = 1
+    config.eval_every_steps = 100
+    return config
+"""
