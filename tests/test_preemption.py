@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import TINY_CONFIG
 
 from segjax import checkpoint, workdir
 
@@ -165,17 +166,17 @@ def test_a_failed_save_is_one_line_naming_the_last_intact_step(tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_a_disk_that_fills_during_training_ends_in_one_line(tmp_path):
-    """A 7 MiB tmpfs takes the first checkpoints of a narrow DDRNet, not the third one."""
+    """A 2.6 MiB tmpfs takes two checkpoints of a narrow DDRNet (1.1 MiB each), not a third."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=7M", "tmpfs", str(mount)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2600K", "tmpfs", str(mount)],
                       capture_output=True).returncode:
         pytest.skip("mounting a tmpfs needs root")
     try:
         steps = ["--config.num_train_steps=12", "--config.checkpoint_every_steps=2",
                  "--config.async_checkpointing=True"]
         config = tmp_path / "narrow.py"
-        config.write_text(NARROW_CONFIG)
+        config.write_text(TINY_CONFIG.format(steps=12))
         done = subprocess.run(
             [sys.executable, "run.py", f"--config={config}", f"--workdir={mount / 'run'}",
              *steps], capture_output=True, text=True, timeout=600, env=ONE_DEVICE)
@@ -190,21 +191,3 @@ def test_a_disk_that_fills_during_training_ends_in_one_line(tmp_path):
     assert error.endswith("the last intact checkpoint is step 4. Free space or fix the "
                           "directory, then rerun the same command to resume from it.")
 
-
-NARROW_CONFIG = """
-from configs import quickstart
-
-
-def get_config():
-    config = quickstart.get_config()
-    with config.unlocked():
-        config.model.kwargs.update(planes=8, spp_planes=16, head_planes=16,
-                                   layers=(1, 1, 1, 1), aux_head=False)
-    config.dataset.image_size = (64, 96)
-    config.dataset.num_train = 32
-    config.dataset.num_eval = 8
-    config.data.crop_size = (64, 64)
-    config.log_every_steps = 1
-    config.eval_every_steps = 100
-    return config
-"""
