@@ -1,55 +1,8 @@
-"""segjax command line: python run.py --config=configs/X.py [--config.a.b=v ...] --workdir=DIR."""
+"""segjax command line: python run.py --config=configs/X.py [--config.a.b=v ...] --workdir=DIR.
 
-import importlib
-import sys
+All of it lives in segjax/main.py (also installed as the `segjax` command)."""
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from segjax import cli, logs, sharding
-
-# --mode -> (module, function(config, workdir)); imported on use, so inference never loads TF.
-MODES = {
-    "train": ("segjax.train", "train_and_evaluate"),
-    "evaluate": ("segjax.evaluate", "evaluate"),
-    "predict": ("segjax.predict", "predict"),
-    "benchmark": ("segjax.benchmark", "benchmark"),
-    "export": ("segjax.export", "export"),
-}
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Checkpoints, logs and evaluation results go here.")
-flags.DEFINE_enum("mode", "train", list(MODES),
-                  "train: train (resuming from --workdir) and evaluate; "
-                  "evaluate: evaluate the latest checkpoint in --workdir; "
-                  "predict: label the images of config.predict.input with it; "
-                  "benchmark: time the inference forward (config.benchmark); "
-                  "export: serialize the latest checkpoint as one program (config.export).")
-flags.DEFINE_bool("traceback", False, "Show the full traceback of configuration and data errors.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-# Mistakes in the config, the data or the workdir: reported as one line, not a traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError)
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logs.quiet_library_logs()
-    sharding.maybe_initialize_distributed()
-    module_name, function = MODES[FLAGS.mode]
-    try:
-        run = getattr(importlib.import_module(module_name), function)
-        run(FLAGS.config, FLAGS.workdir)
-    except KeyboardInterrupt as e:  # a training run checkpointed on SIGTERM / SIGINT
-        sys.exit(getattr(e, "exit_code", 130))
-    except USER_ERRORS as e:
-        if FLAGS.traceback:
-            raise
-        logging.error("%s: %s", type(e).__name__, e)
-        sys.exit(f"error: {e}")
-
+from segjax import main
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main.run()

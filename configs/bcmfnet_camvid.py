@@ -7,15 +7,19 @@ The paper trains CamVid with batch 16 on 960x720 crops; the SegNet copy is 480x3
 crop is the whole frame. Other settings as the Cityscapes recipe.
 """
 
-from configs import bcmfnet_cityscapes, common, ddrnet23slim_camvid
+from configs import common, default
 
 
 def get_config(variant=None):
     """`variant="cpu"`: the from-scratch 2-core CPU protocol (configs/common.py)."""
-    config = ddrnet23slim_camvid.get_config()
-    with config.unlocked():
-        config.model.kwargs.lmfm_connection = "interval"
-        config.model.kwargs.lmfm_p4_kernel = 1
-    config = bcmfnet_cityscapes.bcmfnet(config)
-    config.global_batch_size = 16
+    config = common.camvid(default.get_config(), crop=(360, 480), global_batch_size=16,
+                           steps=20000)
+    config.model.name = "bcmfnet"
+    config.model.kwargs.aux_head = True
+    config.model.kwargs.lmfm_connection = "interval"
+    config.model.kwargs.lmfm_p4_kernel = 1
+    common.sgd_poly(config, 0.01)
+    config.loss.name = "ohem"
+    config.loss.aux.weight = 0.4
+    config.loss.bcl.weight = 1.0
     return common.variant(config, variant, "bcmfnet_camvid").lock()

@@ -9,19 +9,23 @@ times DDRNet's and likely a typo, so this uses DDRNet's 0.01 (the paper's value 
 epochs), which the paper does not state.
 """
 
-from configs import default
-from configs.ddrnet23slim_cityscapes import cityscapes
-
-
-def bcmfnet(config):
-    config.model.name = "bcmfnet"
-    config.model.kwargs.lmfm_connection = "interval"
-    config.model.kwargs.lmfm_p4_kernel = 1
-    config.loss.bcl_weight = 1.0
-    return config
+from configs import common, default
 
 
 def get_config():
-    config = bcmfnet(cityscapes(default.get_config(), global_batch_size=8))
-    config.optimizer.learning_rate = 0.01
+    config = common.cityscapes(default.get_config(), crop=(1024, 1024), global_batch_size=8,
+                               epochs=484)
+    config.model.name = "bcmfnet"
+    config.model.kwargs.aux_head = True
+    config.model.kwargs.lmfm_connection = "interval"
+    config.model.kwargs.lmfm_p4_kernel = 1
+    common.sgd_poly(config, 0.01)
+    # DDRNet's OHEM on both heads (1.0 / 0.4) plus the flip BCL on the main head.
+    config.loss.name = "ohem"
+    config.loss.ohem.thresh = 0.9
+    config.loss.ohem.min_kept = 131072
+    config.loss.ohem.min_kept_batch = 6
+    config.loss.class_weights = common.CITYSCAPES_CLASS_WEIGHTS
+    config.loss.aux.weight = 0.4
+    config.loss.bcl.weight = 1.0
     return config.lock()

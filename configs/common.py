@@ -1,4 +1,66 @@
-"""Protocol helpers shared by recipes (no recipe of its own): imported next to `default`."""
+"""Dataset, schedule and protocol helpers shared by the recipes, imported next to `default`.
+
+Recipes import only `default` and this module: each states its own model, loss and optimizer,
+so one file reads as the whole recipe.
+"""
+
+from configs import default
+
+CITYSCAPES_TRAIN_IMAGES = 2975
+CAMVID_TRAIN_IMAGES = 367
+# DDRNet/HRNet's Cityscapes class weights (inverse log frequency), as the official trainers.
+CITYSCAPES_CLASS_WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489,
+                            0.8786, 1.0023, 0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955,
+                            1.0865, 1.1529, 1.0507)
+# FC-HarDNet / FASSD-Net read BGR frames normalised with the ImageNet statistics in BGR order.
+BGR_MEAN = tuple(reversed(default.IMAGENET_MEAN))
+BGR_STD = tuple(reversed(default.IMAGENET_STD))
+
+
+def cityscapes(config, *, crop=(1024, 1024), global_batch_size=12, epochs=484):
+    """Cityscapes fine: crops with scale 0.5-2.0 and flips, the schedule length in epochs of
+    the 2,975 training frames, and the recipes' logging cadence."""
+    config.dataset.name = "cityscapes"
+    config.dataset.root = "data/cityscapes"
+    config.dataset.eval_split = "val"
+    config.data.crop_size = crop
+    config.data.scale_range = (0.5, 2.0)
+    config.global_batch_size = global_batch_size
+    config.eval_batch_size = 8
+    config.num_train_steps = epochs * (CITYSCAPES_TRAIN_IMAGES // global_batch_size)
+    config.log_every_steps = 100
+    config.eval_every_steps = 5000
+    config.checkpoint_every_steps = 1000
+    return config
+
+
+def camvid(config, *, crop=(360, 480), global_batch_size=16, steps=20000):
+    """CamVid (SegNet 11-class copy, 480x360 frames) with scale 0.5-2.0 and flips."""
+    config.dataset.name = "camvid"
+    config.dataset.root = "data/camvid"
+    config.data.crop_size = crop
+    config.data.scale_range = (0.5, 2.0)
+    config.global_batch_size = global_batch_size
+    config.eval_batch_size = 8
+    config.num_train_steps = steps
+    config.log_every_steps = 50
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 1000
+    return config
+
+
+def sgd_poly(config, learning_rate, *, momentum=0.9, weight_decay=5e-4, power=0.9):
+    """SGD with coupled weight decay and a poly decay to 0 per step, as every official
+    CNN segmentation trainer here uses."""
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = learning_rate
+    config.optimizer.momentum = momentum
+    config.optimizer.nesterov = False
+    config.optimizer.weight_decay = weight_decay
+    config.optimizer.schedule = "poly"
+    config.optimizer.power = power
+    config.optimizer.warmup_steps = 0
+    return config
 
 # SegNet CamVid train split, share of labelled pixels per class (python -m data_pipelines.stats):
 # Sky 17.54, Building 24.22, Pole 1.02, Road 32.96, Pavement 4.67, Tree 10.12, SignSymbol 1.22,

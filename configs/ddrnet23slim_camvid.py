@@ -14,25 +14,11 @@ from configs import common, default
 
 def get_config(variant=None):
     """`variant="cpu"`: the from-scratch 2-core CPU protocol (configs/common.py)."""
-    config = default.get_config()
-    config.dataset.name = "camvid"
-    config.dataset.root = "data/camvid"
-    config.data.crop_size = (360, 480)
-    config.data.scale_range = (0.5, 2.0)
-
-    config.global_batch_size = 16
-    config.eval_batch_size = 8
-    config.num_train_steps = 20000
-
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 0.01
-    config.optimizer.momentum = 0.9
-    config.optimizer.weight_decay = 5e-4
-    config.optimizer.schedule = "poly"
-    config.optimizer.power = 0.9
-
+    config = common.camvid(default.get_config(), crop=(360, 480), global_batch_size=16,
+                           steps=20000)
+    config.model.name = "ddrnet23_slim"
+    config.model.kwargs.aux_head = True
+    common.sgd_poly(config, 0.01)
     config.loss.name = "ohem"
-    config.log_every_steps = 50
-    config.eval_every_steps = 1000
-    config.checkpoint_every_steps = 1000
+    config.loss.aux.weight = 0.4
     return common.variant(config, variant, "ddrnet23slim_camvid").lock()

@@ -3,7 +3,7 @@
 python run.py --config=configs/deeplabv3plus_r50_cityscapes.py \
     --config.dataset.root=/path/to/cityscapes --workdir=DIR
 
-The single-scale baseline of the synergy model (spec §8.2's ablation and fallback: train
+The single-scale baseline of the synergy model (its ablation, and a fallback: train
 this, then fuse two scales only at inference by loading its weights into
 `synergy_deeplabv3plus_r50`, whose parameters are the same). The recipe is the synergy
 paper's (SGD 0.01, momentum 0.9, weight decay 5e-4, poly, 150 epochs, batch 2, plain CE);
@@ -20,29 +20,17 @@ needs a mesh of 1 or 2 devices.
 
 import ml_collections
 
-from configs import default
-from configs.ddrnet23slim_cityscapes import cityscapes
-
-
-def deeplab_recipe(config, model_name, **model_kwargs):
-    """The synergy paper's optimiser and loss on top of the Cityscapes helper's data setup."""
-    config.model.name = model_name
-    config.model.kwargs = ml_collections.ConfigDict({"output_stride": 8, **model_kwargs})
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 0.01
-    config.optimizer.momentum = 0.9
-    config.optimizer.weight_decay = 5e-4
-    config.optimizer.schedule = "poly"
-    config.optimizer.power = 0.9
-    # NVIDIA network/deepv3.py: CrossEntropyLoss(ignore_index=255) on the logits upsampled
-    # to the input (bilinear, align_corners=False).
-    config.loss.name = "ce"
-    config.loss.class_weights = ()
-    # Full 1024x2048 frames through a stride-8 ResNet-50; two scales for the synergy model.
-    config.eval_batch_size = 2
-    return config
+from configs import common, default
 
 
 def get_config():
-    config = cityscapes(default.get_config(), crop=(896, 896), global_batch_size=2, epochs=150)
-    return deeplab_recipe(config, "deeplabv3plus_r50").lock()
+    config = common.cityscapes(default.get_config(), crop=(896, 896), global_batch_size=2,
+                               epochs=150)
+    config.model.name = "deeplabv3plus_r50"
+    config.model.kwargs = ml_collections.ConfigDict({"output_stride": 8})
+    common.sgd_poly(config, 0.01)
+    config.loss.name = "ce"
+    config.loss.class_weights = ()
+    config.loss.aux.weight = 0.0
+    config.eval_batch_size = 2
+    return config.lock()

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from segjax import losses
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -88,44 +90,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.decoder_lr_multiplier = 1.0
     config.optimizer.decoder_wd_multiplier = 1.0
 
-    config.loss = ml_collections.ConfigDict()
-    config.loss.name = "ohem"  # ce | ohem | bootstrap
-    config.loss.ohem_thresh = 0.9
-    # DDRNet keeps at least 131072 pixels per GPU batch of 6 images. ohem_scope: "group" selects
-    # within each group of ohem_min_kept_batch images and averages the groups (HRNet's loss per
-    # GPU; the global batch must be a multiple of it); "global" selects once over the global
-    # batch with min_kept scaled by global_batch_size / ohem_min_kept_batch.
-    config.loss.ohem_min_kept = 131072
-    config.loss.ohem_min_kept_batch = 6
-    config.loss.ohem_scope = "global"
-    # Per-image bootstrapped CE (FC-HarDNet / FASSD-Net): the mean of the pixel losses above
-    # bootstrap_thresh if more than bootstrap_min_kept exceed it, else of the top min_kept.
-    config.loss.bootstrap_thresh = 0.3
-    config.loss.bootstrap_min_kept = 4096
-    config.loss.class_weights = ()
-    config.loss.aux_weight = 0.4
-    config.loss.ignore_label = 255
-    # Flip Boundary Corrected Loss (BCMFNet; segjax/bcl.py). Weight 0 = off.
-    config.loss.bcl_weight = 0.0  # λ
-    config.loss.bcl_step = 4  # flip step s, label pixels
-    config.loss.bcl_alpha = 0.5  # row-flip weight
-    config.loss.bcl_beta = 0.5  # column-flip weight
-    config.loss.bcl_nms_window = 3  # k; 1 turns NMS off
-    config.loss.bcl_tau = 0.357  # loss threshold, -ln 0.7
-    config.loss.bcl_min_kept_fraction = 0.01  # ρ_min of the valid pixels, per image
-    config.loss.bcl_random_phase = True
-    config.loss.bcl_target = "orig"  # orig | flipped
-    config.loss.bcl_replaces_ohem = False  # main head: plain CE + BCL instead of OHEM + BCL
-    # Multi-scale synergy (segjax/synergy_loss.py): loss on the fused two-scale map, and
-    # per-scale CE on each scale's logits with this weight (0 = off).
-    config.loss.synergy_loss = "renormalised"  # renormalised | noisy_or | softmax
-    config.loss.scale_aux_weight = 0.0
-    # Class Boundary Supervision (MSFNet; segjax/cbs.py): CE on the boundary head at 1/8,
-    # active for models that output boundary_logits. Weight 0 = off.
-    config.loss.cbs_weight = 1.0  # λ
-    config.loss.cbs_epsilon = 1  # boundary width ε, 1/8-scale pixels (Chebyshev)
-    config.loss.cbs_ignore_neighbours_make_boundary = False
-    config.loss.cbs_label_mode = "extra_class"  # extra_class (C = non-boundary) | literal
+    # Loss terms and their settings: each term's defaults live with it in segjax/losses/
+    # (`loss.name`: ce | ohem | bootstrap on the heads; `loss.ohem.*`, `loss.bootstrap.*`,
+    # `loss.aux.weight`, `loss.bcl.*` (BCMFNet), `loss.cbs.*` (MSFNet), `loss.synergy.*`).
+    config.loss = ml_collections.ConfigDict(losses.default_config())
+    config.loss.aux.weight = 0.4  # the default model's aux head, as DDRNet trains it
 
     # Compute dtype: float32 | bfloat16 | float64. Params, BatchNorm statistics and logits are
     # float32 (float64 under float64, which switches JAX to 64 bits for the run).
@@ -158,7 +127,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.predict.output_dir = ""  # "" = <workdir>/predictions
     config.predict.label_format = "trainids"  # trainids | labelids (Cityscapes ids)
     config.predict.overlays = True
-    config.predict.pad_to_multiple = 32  # pad bottom/right so every stride divides the input
 
     # --mode=export: the latest checkpoint as one serialized program, uint8 RGB frames of
     # this HxW (any batch) -> uint8 labels ("" = benchmark.resolution); segjax/export.py.

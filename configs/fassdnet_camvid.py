@@ -8,18 +8,27 @@ bootstrapped CE, BGR input) on whole 360x480 frames, with the length of the libr
 CamVid recipes. The models take any size whose 1/32 map is at least 1 pixel per side.
 """
 
-from configs import common, ddrnet23slim_camvid
-from configs.fassdnet_cityscapes import hardnet_recipe
+import ml_collections
 
-
-def camvid(model_name, variant=None, **model_kwargs):
-    """`variant="cpu"`: the from-scratch 2-core CPU protocol (configs/common.py)."""
-    config = ddrnet23slim_camvid.get_config()
-    with config.unlocked():
-        config = hardnet_recipe(config, model_name, **model_kwargs)
-        config = common.variant(config, variant, f"{model_name}_camvid")
-    return config
+from configs import common, default
 
 
 def get_config(variant=None):
-    return camvid("fassdnet", variant, alpha=2)
+    """`variant="cpu"`: the from-scratch 2-core CPU protocol (configs/common.py)."""
+    config = common.camvid(default.get_config(), crop=(360, 480), global_batch_size=16,
+                           steps=20000)
+    config.model.name = "fassdnet"
+    config.model.kwargs = ml_collections.ConfigDict({"alpha": 2})
+    config.data.mean = common.BGR_MEAN
+    config.data.std = common.BGR_STD
+    config.data.channel_order = "bgr"
+    config.data.hflip = True
+    common.sgd_poly(config, 0.02)
+    # FC-HarDNet's bootstrapped_cross_entropy2d: per image, the pixel losses above 0.3, at
+    # least the 4096 largest; no class weights, no auxiliary head.
+    config.loss.name = "bootstrap"
+    config.loss.bootstrap.thresh = 0.3
+    config.loss.bootstrap.min_kept = 4096
+    config.loss.class_weights = ()
+    config.loss.aux.weight = 0.0
+    return common.variant(config, variant, "fassdnet_camvid").lock()

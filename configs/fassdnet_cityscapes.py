@@ -19,49 +19,28 @@ the BGR input set here.
 
 import ml_collections
 
-from configs import default
-from configs.ddrnet23slim_cityscapes import cityscapes
+from configs import common, default
 
-# The official loader flips RGB->BGR and normalises with ImageNet's statistics in that order,
-# which is what the ImageNet-pretrained HarDNet backbone and the released weights expect.
-BGR_MEAN = tuple(reversed(default.IMAGENET_MEAN))
-BGR_STD = tuple(reversed(default.IMAGENET_STD))
 OFFICIAL_STEPS = 90_000
 OFFICIAL_BATCH = 16
 
 
-def hardnet_recipe(config, model_name, **model_kwargs):
-    """The FC-HarDNet / FASSD-Net training recipe on top of `config`'s dataset settings."""
-    config.model.name = model_name
-    config.model.kwargs = ml_collections.ConfigDict(model_kwargs)
-    config.data.mean = BGR_MEAN
-    config.data.std = BGR_STD
+def get_config():
+    config = common.cityscapes(default.get_config(), crop=(1024, 1024),
+                               global_batch_size=OFFICIAL_BATCH)
+    config.num_train_steps = OFFICIAL_STEPS
+    config.model.name = "fassdnet"
+    config.model.kwargs = ml_collections.ConfigDict({"alpha": 2})
+    config.data.mean = common.BGR_MEAN
+    config.data.std = common.BGR_STD
     config.data.channel_order = "bgr"
     config.data.hflip = True
-    # ptsemseg's bootstrapped_cross_entropy2d (FCHarDNet and FASSD-Net, loss/loss.py): per
-    # image, ignored pixels take part in the sort with loss 0, images averaged.
+    common.sgd_poly(config, 0.02)
+    # FC-HarDNet's bootstrapped_cross_entropy2d: per image, the pixel losses above 0.3, at
+    # least the 4096 largest; no class weights, no auxiliary head.
     config.loss.name = "bootstrap"
-    config.loss.bootstrap_thresh = 0.3
-    config.loss.bootstrap_min_kept = 4096
+    config.loss.bootstrap.thresh = 0.3
+    config.loss.bootstrap.min_kept = 4096
     config.loss.class_weights = ()
-    config.optimizer.name = "sgd"
-    config.optimizer.learning_rate = 0.02
-    config.optimizer.momentum = 0.9
-    config.optimizer.nesterov = False
-    config.optimizer.weight_decay = 5e-4
-    config.optimizer.schedule = "poly"
-    config.optimizer.power = 0.9
-    config.optimizer.warmup_steps = 0
-    return config
-
-
-def hardnet_cityscapes(model_name, **model_kwargs):
-    """Cityscapes at the official 1024x1024 crops, batch 16, 90k steps (≈484 epochs)."""
-    config = cityscapes(default.get_config(), crop=(1024, 1024),
-                        global_batch_size=OFFICIAL_BATCH)
-    config.num_train_steps = OFFICIAL_STEPS
-    return hardnet_recipe(config, model_name, **model_kwargs)
-
-
-def get_config():
-    return hardnet_cityscapes("fassdnet", alpha=2).lock()
+    config.loss.aux.weight = 0.0
+    return config.lock()

@@ -10,7 +10,9 @@ The official code has no config for this stage. Params and BatchNorm statistics 
 state and the poly schedule start afresh. A variant's stage: --config.model.name=fassdnet_l2.
 """
 
-from configs.fassdnet_cityscapes import hardnet_cityscapes
+import ml_collections
+
+from configs import common, default
 
 FINETUNE_STEPS = 30_000
 FINETUNE_BATCH = 24
@@ -18,9 +20,22 @@ FINETUNE_LR = 1e-3
 
 
 def get_config():
-    config = hardnet_cityscapes("fassdnet", alpha=2)
-    config.init_checkpoint = "runs/fassdnet_cityscapes"
+    config = common.cityscapes(default.get_config(), crop=(1024, 1024),
+                               global_batch_size=FINETUNE_BATCH)
     config.num_train_steps = FINETUNE_STEPS
-    config.global_batch_size = FINETUNE_BATCH
-    config.optimizer.learning_rate = FINETUNE_LR
+    config.init_checkpoint = "runs/fassdnet_cityscapes"
+    config.model.name = "fassdnet"
+    config.model.kwargs = ml_collections.ConfigDict({"alpha": 2})
+    config.data.mean = common.BGR_MEAN
+    config.data.std = common.BGR_STD
+    config.data.channel_order = "bgr"
+    config.data.hflip = True
+    common.sgd_poly(config, FINETUNE_LR)
+    # FC-HarDNet's bootstrapped_cross_entropy2d: per image, the pixel losses above 0.3, at
+    # least the 4096 largest; no class weights, no auxiliary head.
+    config.loss.name = "bootstrap"
+    config.loss.bootstrap.thresh = 0.3
+    config.loss.bootstrap.min_kept = 4096
+    config.loss.class_weights = ()
+    config.loss.aux.weight = 0.0
     return config.lock()

@@ -5,8 +5,27 @@ python run.py --config=configs/fassdnet_l2_camvid.py --config.dataset.root=/path
     --workdir=DIR
 """
 
-from configs.fassdnet_camvid import camvid
+import ml_collections
+
+from configs import common, default
 
 
 def get_config(variant=None):
-    return camvid("fassdnet_l2", variant, alpha=2)
+    """`variant="cpu"`: the from-scratch 2-core CPU protocol (configs/common.py)."""
+    config = common.camvid(default.get_config(), crop=(360, 480), global_batch_size=16,
+                           steps=20000)
+    config.model.name = "fassdnet_l2"
+    config.model.kwargs = ml_collections.ConfigDict({"alpha": 2})
+    config.data.mean = common.BGR_MEAN
+    config.data.std = common.BGR_STD
+    config.data.channel_order = "bgr"
+    config.data.hflip = True
+    common.sgd_poly(config, 0.02)
+    # FC-HarDNet's bootstrapped_cross_entropy2d: per image, the pixel losses above 0.3, at
+    # least the 4096 largest; no class weights, no auxiliary head.
+    config.loss.name = "bootstrap"
+    config.loss.bootstrap.thresh = 0.3
+    config.loss.bootstrap.min_kept = 4096
+    config.loss.class_weights = ()
+    config.loss.aux.weight = 0.0
+    return common.variant(config, variant, "fassdnet_l2_camvid").lock()

@@ -13,21 +13,41 @@ the backbone import). The 512×768 model (MSFNet*) is
 `--config.data.resize_long_edge=768 --config.data.crop_size='(512, 768)'`.
 """
 
-from configs import default, msfnet_cityscapes
+import ml_collections
 
-CAMVID_TRAIN_IMAGES = 367
+from configs import common, default
 
 
 def get_config():
-    config = default.get_config()
-    config.dataset.name = "camvid"
-    config.dataset.root = "data/camvid"
+    config = common.camvid(default.get_config(), crop=(768, 1024), global_batch_size=12,
+                           steps=700 * (common.CAMVID_TRAIN_IMAGES // 12))
     config.data.resize_long_edge = 1024
-    config.data.crop_size = (768, 1024)
-    config.global_batch_size = 12
-    config.eval_batch_size = 8
-    config.num_train_steps = 700 * (CAMVID_TRAIN_IMAGES // config.global_batch_size)
-    config.log_every_steps = 50
-    config.eval_every_steps = 1000
-    config.checkpoint_every_steps = 1000
-    return msfnet_cityscapes.msfnet(config, num_poolings=3).lock()
+    config.model.name = "msfnet"
+    config.model.kwargs = ml_collections.ConfigDict({
+        "num_poolings": 3,
+        "channels": 256,
+        "stage_merge": "concat",  # concat | add
+        "pooling": "avg",  # avg | max
+        "class_boundary_supervision": True,
+        "num_branches": 0,  # 0: two with CBS, one without
+    })
+    # Plain CE on the output and 1·CE on the class boundaries at 1/8 (ε = 1).
+    config.loss.name = "ce"
+    config.loss.class_weights = ()
+    config.loss.aux.weight = 0.0
+    config.loss.cbs.weight = 1.0
+    config.loss.cbs.epsilon = 1
+    config.loss.cbs.label_mode = "extra_class"
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 1e-4
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.weight_decay = 2.5e-5
+    config.optimizer.schedule = "cosine"
+    config.optimizer.end_learning_rate = 1e-6
+    config.optimizer.warmup_steps = 0
+    config.optimizer.decoder_lr_multiplier = 1.0
+    config.optimizer.decoder_wd_multiplier = 1.0
+    config.data.scale_range = (0.5, 2.0)
+    config.data.hflip = True
+    return config.lock()

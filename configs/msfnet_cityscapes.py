@@ -21,27 +21,28 @@ whole-frame single-scale evaluation. Gaps the paper leaves, and the choices here
 
 import ml_collections
 
-from configs import default
-from configs.ddrnet23slim_cityscapes import cityscapes
+from configs import common, default
 
 
-def msfnet(config, *, num_poolings):
-    """Model, loss and optimizer shared by the MSFNet recipes; data and length stay."""
+def get_config():
+    config = common.cityscapes(default.get_config(), crop=(1024, 1024), global_batch_size=12,
+                               epochs=350)
     config.model.name = "msfnet"
-    # Every constructor option, so each can be overridden from the command line.
     config.model.kwargs = ml_collections.ConfigDict({
-        "num_poolings": num_poolings,
+        "num_poolings": 5,
         "channels": 256,
         "stage_merge": "concat",  # concat | add
         "pooling": "avg",  # avg | max
         "class_boundary_supervision": True,
         "num_branches": 0,  # 0: two with CBS, one without
     })
+    # Plain CE on the output and 1·CE on the class boundaries at 1/8 (ε = 1).
     config.loss.name = "ce"
     config.loss.class_weights = ()
-    config.loss.cbs_weight = 1.0
-    config.loss.cbs_epsilon = 1
-    config.loss.cbs_label_mode = "extra_class"
+    config.loss.aux.weight = 0.0
+    config.loss.cbs.weight = 1.0
+    config.loss.cbs.epsilon = 1
+    config.loss.cbs.label_mode = "extra_class"
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-4
     config.optimizer.b1 = 0.9
@@ -54,10 +55,4 @@ def msfnet(config, *, num_poolings):
     config.optimizer.decoder_wd_multiplier = 1.0
     config.data.scale_range = (0.5, 2.0)
     config.data.hflip = True
-    return config
-
-
-def get_config():
-    config = cityscapes(default.get_config(), crop=(1024, 1024), global_batch_size=12,
-                        epochs=350)
-    return msfnet(config, num_poolings=5).lock()
+    return config.lock()

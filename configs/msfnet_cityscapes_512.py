@@ -9,12 +9,41 @@ kept otherwise (configs/msfnet_cityscapes.py). The train crop is a gap: the whol
 frame, 512×1024, is used here.
 """
 
-from configs import default, msfnet_cityscapes
-from configs.ddrnet23slim_cityscapes import cityscapes
+import ml_collections
+
+from configs import common, default
 
 
 def get_config():
-    config = cityscapes(default.get_config(), crop=(512, 1024), global_batch_size=12,
-                        epochs=350)
+    config = common.cityscapes(default.get_config(), crop=(512, 1024), global_batch_size=12,
+                               epochs=350)
     config.data.resize_long_edge = 1024
-    return msfnet_cityscapes.msfnet(config, num_poolings=4).lock()
+    config.model.name = "msfnet"
+    config.model.kwargs = ml_collections.ConfigDict({
+        "num_poolings": 4,
+        "channels": 256,
+        "stage_merge": "concat",  # concat | add
+        "pooling": "avg",  # avg | max
+        "class_boundary_supervision": True,
+        "num_branches": 0,  # 0: two with CBS, one without
+    })
+    # Plain CE on the output and 1·CE on the class boundaries at 1/8 (ε = 1).
+    config.loss.name = "ce"
+    config.loss.class_weights = ()
+    config.loss.aux.weight = 0.0
+    config.loss.cbs.weight = 1.0
+    config.loss.cbs.epsilon = 1
+    config.loss.cbs.label_mode = "extra_class"
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 1e-4
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.weight_decay = 2.5e-5
+    config.optimizer.schedule = "cosine"
+    config.optimizer.end_learning_rate = 1e-6
+    config.optimizer.warmup_steps = 0
+    config.optimizer.decoder_lr_multiplier = 1.0
+    config.optimizer.decoder_wd_multiplier = 1.0
+    config.data.scale_range = (0.5, 2.0)
+    config.data.hflip = True
+    return config.lock()

@@ -14,8 +14,9 @@ sampling; the ImageNet ResNet-50 trunk is loaded with
 `--config.model.pretrained=resnet50-19c8e357.npz`, a torchvision state dict, not shipped).
 """
 
-from configs import default
-from configs.synergy_cityscapes import synergy
+import ml_collections
+
+from configs import common, default
 
 MAPILLARY_TRAIN_IMAGES = 18000
 
@@ -34,4 +35,15 @@ def get_config():
     config.log_every_steps = 100
     config.eval_every_steps = 20000
     config.checkpoint_every_steps = 2000
-    return synergy(config).lock()
+    config.model.name = "synergy_deeplabv3plus_r50"
+    config.model.kwargs = ml_collections.ConfigDict(
+        {"output_stride": 8, "scales": (0.5, 1.0), "fusion": "prob"})
+    common.sgd_poly(config, 0.01)
+    config.loss.name = "ce"
+    config.loss.class_weights = ()
+    config.loss.aux.weight = 0.0
+    config.eval_batch_size = 2
+    # NLL of the renormalised fused map; per-scale CE off.
+    config.loss.synergy.kind = "renormalised"
+    config.loss.synergy.scale_aux_weight = 0.0
+    return config.lock()

@@ -1,10 +1,11 @@
 """Data sources and input pipelines for segjax.
 
 Only light modules are imported here so that `import data_pipelines` never pulls in
-TensorFlow; dataset modules load on demand in `build_source`.
+TensorFlow, grain or cv2; dataset modules load on demand in `build_source`, through
+`metadata.REGISTRY`.
 """
 
-DATASETS = ("synthetic", "camvid", "cityscapes", "mapillary")
+from data_pipelines.metadata import DATASETS, REGISTRY
 
 
 class DataError(ValueError):
@@ -27,44 +28,14 @@ def imread(path, flags, kind):
 
 
 def build_source(dataset_cfg, split):
-    """Returns the random-access source (`len`, `[i]`) for `dataset_cfg.name` and `split`.
-
-    Synthetic data is a fixed dataset, not part of the training randomness, so its
-    content seed comes from `dataset_cfg.seed` (default 0, the eval split uses seed+1)
-    rather than from the run seed.
-    """
+    """Returns the random-access source (`len`, `[i]`) for `dataset_cfg.name` and `split`,
+    built by that name's entry in `metadata.REGISTRY`."""
     name = dataset_cfg.name
-    if name == "synthetic":
-        from data_pipelines.synthetic import SyntheticStreetScenes
-
-        height, width = dataset_cfg.image_size
-        seed = int(dataset_cfg.get("seed", 0))
-        if split == dataset_cfg.get("train_split", "train"):
-            return SyntheticStreetScenes(int(dataset_cfg.num_train), height, width, seed)
-        return SyntheticStreetScenes(int(dataset_cfg.num_eval), height, width, seed + 1)
-    if name == "camvid":
-        from data_pipelines.camvid import make_source
-
-        return make_source(dataset_cfg.get("root", None), split,
-                           dataset_cfg.get("camvid_format", "segnet"))
-    if name == "cityscapes":
-        storage = dataset_cfg.get("format", "directory")
-        if storage == "tfds":
-            from data_pipelines.cityscapes_tfds import source_from_config
-
-            return source_from_config(dataset_cfg, split)
-        if storage != "directory":
-            raise DataError(f"config.dataset.format={storage!r}; Cityscapes is read from "
-                            "'directory' (config.dataset.root) or 'tfds' "
-                            "(config.dataset.tfds_data_dir).")
-        from data_pipelines.cityscapes import CityscapesSource
-
-        return CityscapesSource(dataset_cfg.get("root", None), split)
-    if name == "mapillary":
-        from data_pipelines.mapillary import MapillarySource
-
-        return MapillarySource(dataset_cfg.get("root", None), split)
-    raise DataError(
-        f"Unknown dataset name {name!r}; valid names: {', '.join(DATASETS)}. "
-        "Set --config.dataset.name to one of them."
-    )
+    try:
+        dataset = REGISTRY[name]
+    except (KeyError, TypeError):
+        raise DataError(
+            f"Unknown dataset name {name!r}; valid names: {', '.join(DATASETS)}. "
+            "Set --config.dataset.name to one of them."
+        ) from None
+    return dataset.build_source(dataset_cfg, split)

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 
 from data_pipelines import DataError, imread
+from data_pipelines.metadata import CITYSCAPES_MAX_LABEL_ID as MAX_LABEL_ID
 from data_pipelines.metadata import get_info
 
 LAYOUT = ("leftImg8bit/{train,val,test}/<city>/<city>_<seq>_<frame>_leftImg8bit.png and "
           "gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png")
-MAX_LABEL_ID = 33
 
 
 class CityscapesSource:
@@ -78,3 +78,18 @@ class CityscapesSource:
                             f"labelIds 0..{MAX_LABEL_ID}; is it a labelIds PNG?")
         return {"image": image,
                 "label": self.info.to_train_ids(label)}
+
+
+def source_from_config(dataset_cfg, split):
+    """The source for `config.dataset`: the directory tree (`root`) or, with
+    `format="tfds"`, the prepared TFDS dataset (`tfds_data_dir`)."""
+    storage = dataset_cfg.get("format", "directory")
+    if storage == "tfds":
+        from data_pipelines.cityscapes_tfds import source_from_config as tfds_source
+
+        return tfds_source(dataset_cfg, split)
+    if storage != "directory":
+        raise DataError(f"config.dataset.format={storage!r}; Cityscapes is read from "
+                        "'directory' (config.dataset.root) or 'tfds' "
+                        "(config.dataset.tfds_data_dir).")
+    return CityscapesSource(dataset_cfg.get("root", None), split)

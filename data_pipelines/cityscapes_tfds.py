@@ -22,7 +22,7 @@ import zipfile
 import numpy as np
 
 from data_pipelines import DataError
-from data_pipelines.cityscapes import MAX_LABEL_ID
+from data_pipelines.metadata import CITYSCAPES_MAX_LABEL_ID as MAX_LABEL_ID
 from data_pipelines.metadata import get_info
 
 NAME = "cityscapes/semantic_segmentation"

@@ -139,3 +139,8 @@ def read_index_png(path):
                         "of v1.2 labels/, whose pixel values are class indices (instances/ "
                         "are 16-bit and panoptic/ are RGB).")
     return array.astype(np.uint8, copy=False)
+
+
+def source_from_config(dataset_cfg, split):
+    """The source for `config.dataset` (`root`)."""
+    return MapillarySource(dataset_cfg.get("root", None), split)

@@ -1,13 +1,16 @@
-"""Class tables of the supported datasets: the single source of names, colours and id maps.
+"""Class tables of the supported datasets and the registry of dataset names.
 
 Loaders, metrics, logs and visualisations all read these tables, so a class name or colour
 is spelt once. Train ids are contiguous 0..num_classes-1 and every other value is ignored.
+`REGISTRY` maps each `config.dataset.name` to its table and source builder, the one place a
+dataset is added.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 
 import numpy as np
 
@@ -118,6 +121,9 @@ CITYSCAPES = _table(
         ("bicycle", 33, (119, 11, 32)),
     ],
 )
+# labelIds on disk run 0..33, ignored ones included; a larger value means the file is not a
+# labelIds map, which the loaders report instead of mapping it to ignore.
+CITYSCAPES_MAX_LABEL_ID = 33
 
 # CamVid, SegNet 11-class version: raw values 0..10 are the train ids; raw 11 (Unlabelled)
 # maps to 255 through the LUT.
@@ -263,20 +269,43 @@ MAPILLARY = _table(
     ],
 )
 
-# The synthetic street scenes are labelled in Cityscapes train ids, so models and metrics
-# trained on them transfer to Cityscapes unchanged.
-_INFOS = {"cityscapes": CITYSCAPES, "camvid": CAMVID, "mapillary": MAPILLARY,
-          "synthetic": CITYSCAPES}
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: its class table and the function that builds its sources.
+
+    `builder` is a "module:function" path imported on first use, so reading the registry
+    (and importing `data_pipelines`) never loads TensorFlow, grain or cv2.
+    """
+
+    info: DatasetInfo
+    builder: str
+
+    def build_source(self, dataset_cfg, split):
+        """The source for `split` from `config.dataset`; imports the builder's module."""
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module), function)(dataset_cfg, split)
+
+
+# config.dataset.name -> Dataset, in the order error messages list them. The synthetic street
+# scenes are labelled in Cityscapes train ids, so models and metrics trained on them transfer
+# to Cityscapes unchanged.
+REGISTRY = {
+    "synthetic": Dataset(CITYSCAPES, "data_pipelines.synthetic:source_from_config"),
+    "camvid": Dataset(CAMVID, "data_pipelines.camvid:source_from_config"),
+    "cityscapes": Dataset(CITYSCAPES, "data_pipelines.cityscapes:source_from_config"),
+    "mapillary": Dataset(MAPILLARY, "data_pipelines.mapillary:source_from_config"),
+}
+DATASETS = tuple(REGISTRY)
 
 
 def get_info(name: str) -> DatasetInfo:
     """The table for a dataset name as used in configs ('cityscapes', 'camvid', 'mapillary',
     'synthetic')."""
     try:
-        return _INFOS[name]
+        return REGISTRY[name].info
     except (KeyError, TypeError):
         raise ValueError(
-            f"Unknown dataset {name!r}; valid names: {', '.join(sorted(_INFOS))}"
+            f"Unknown dataset {name!r}; valid names: {', '.join(sorted(REGISTRY))}"
         ) from None
 
 

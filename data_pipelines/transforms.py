@@ -11,7 +11,7 @@ import os
 import cv2
 import numpy as np
 
-IGNORE_LABEL = 255
+from data_pipelines.metadata import IGNORE_LABEL
 
 _cv2_single_threaded_pid = None
 

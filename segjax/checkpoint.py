@@ -181,21 +181,19 @@ class Checkpointer:
         saved = sorted(folder.glob("process_0-of-*.json"))
         return saved[0] if saved else None
 
-    def restore_state_only(self, step: int, state_template) -> Any:
-        """The train state without the input position; a weights-only checkpoint fills
-        params and BatchNorm statistics and keeps the template's step and optimizer state."""
-        if self.read_meta(step).get("weights_only"):
-            template = {"params": state_template.params,
-                        "batch_stats": state_template.batch_stats}
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-            restored = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-            return state_template.replace(params=restored["state"]["params"],
-                                          batch_stats=restored["state"]["batch_stats"])
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-        return restored["state"]
+    def restore_variables(self, step: int, template: Any) -> dict:
+        """`{params, batch_stats}` only, shaped and sharded like `template` (arrays or
+        ShapeDtypeStructs): from a training checkpoint, whose optimizer state and input
+        position are left on disk, or from a weights-only one."""
+        default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=getattr(a, "sharding", None) or default), template)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item=abstract, partial_restore=True,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
+        return {"params": restored["state"]["params"],
+                "batch_stats": restored["state"].get("batch_stats", {})}
 
     def wait(self) -> None:
         try:

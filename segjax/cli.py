@@ -67,6 +67,17 @@ def closest(name: str, fields: Sequence[str]) -> str:
     return max(fields, key=lambda f: difflib.SequenceMatcher(None, name.lower(), f).ratio())
 
 
+def _nested_name(node: ml_collections.ConfigDict, name: str) -> str | None:
+    """`bcl.weight` for `bcl_weight` when `node.bcl` is a group with a `weight` field: the
+    loss settings moved from flat names into one group per term."""
+    for i, char in enumerate(name):
+        head, tail = name[:i], name[i + 1:]
+        if char == "_" and isinstance(node.get(head), ml_collections.ConfigDict) \
+                and tail in node[head]:
+            return f"{head}.{tail}"
+    return None
+
+
 def check_overrides(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
     """Raise ConfigFieldError for the first `--config.a.b=...` whose path is not in `config`."""
     for arg in argv:
@@ -79,6 +90,10 @@ def check_overrides(config: ml_collections.ConfigDict, argv: Sequence[str]) -> N
                 break  # a value (tuple, …): config_flags checks the rest
             if part not in node:
                 fields = sorted(node.keys())
+                nested = _nested_name(node, part)
+                if nested:
+                    raise ConfigFieldError(f"--config.{dotted}: {walked}.{part} is now "
+                                           f"{walked}.{nested}")
                 raise ConfigFieldError(
                     f"--config.{dotted}: {walked} has no field {part!r}; did you mean "
                     f"{walked}.{closest(part, fields)}? (fields of {walked}: "

@@ -2,15 +2,15 @@
 
 Flax module names mirror the PyTorch keys, so one generic rule converts every model: the
 key minus its last component is the Flax module path, and the template (the model's own
-variable shapes) decides what the last component becomes. Per-model key renames cover
-checkpoints whose names differ from ours.
+variable shapes) decides what the last component becomes. Checkpoints whose names differ
+from ours are covered by the key renames each model registers (`models.key_renames`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -18,52 +18,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from segjax import models
+from segjax.models import Renames
+
 __all__ = [
     "ConversionError",
     "ConversionReport",
-    "KEY_RENAMES",
     "WRAPPER_PREFIXES",
     "convert_for_model",
     "count_params",
     "flax_paths",
     "matching_keys",
     "model_template",
+    "strip_wrappers",
     "to_torch_layout",
     "torch_to_flax",
 ]
 
 WRAPPER_PREFIXES = ("module.", "model.")
 DROPPED_SUFFIXES = ("num_batches_tracked",)
-
-Renames = Sequence[tuple[str, str]] | Callable[[str], str | None]
-
-# Per registry name: regex (pattern, replacement) pairs applied in order after the wrapper
-# prefixes are stripped, or a function returning the new key (None drops the key).
-KEY_RENAMES: dict[str, Renames] = {
-    "ddrnet23_slim": (),
-    "fchardnet70": (),
-    # FASSD-Net's released weights may predate its module rename: `aspp` (with branches
-    # `aspp2..4`) became `DAPF` (`pyBranch2..4`), `Dab_leo` became `mda`, and MDA's
-    # `ddconv3x1`/`ddconv1x3` gained a `parallel_` prefix. Current names pass unchanged.
-    **dict.fromkeys(("fassdnet", "fassdnet_l1", "fassdnet_l2"), (
-        (r"^aspp\.aspp(\d)\.", r"DAPF.pyBranch\1."),
-        (r"^aspp\.", "DAPF."),
-        (r"^Dab_leo\.", "mda."),
-        (r"\.ddconv(3x1|1x3)\.", r".parallel_ddconv\1."),
-    )),
-    # NVIDIA's trunk wraps torchvision's conv1/bn1 as `layer0.{0,1}`. A bare torchvision
-    # ImageNet ResNet-50 (`conv1.`, `layer1.`, ...) lands in `backbone`; its `fc` is skipped
-    # (convert it with strict=False).
-    **dict.fromkeys(("deeplabv3plus_r50", "synergy_deeplabv3plus_r50"), (
-        (r"^backbone\.layer0\.0\.", "backbone.conv1."),
-        (r"^backbone\.layer0\.1\.", "backbone.bn1."),
-        (r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."),
-    )),
-    # MSFNet has no released weights: a torchvision ImageNet ResNet-18 fills `backbone`
-    # (its `fc` is dropped) and the decoder keeps its init (convert with strict=False).
-    "msfnet": lambda key: (None if key.startswith("fc.")
-                           else re.sub(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1.", key)),
-}
 
 
 class ConversionError(ValueError):
@@ -86,7 +59,8 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _strip_wrappers(key: str) -> str:
+def strip_wrappers(key: str) -> str:
+    """`key` without any leading `module.` / `model.` (DataParallel, Lightning wrappers)."""
     changed = True
     while changed:
         changed = False
@@ -176,7 +150,7 @@ def _match(
     loaded: dict[str, tuple[str, ...]] = {}
     skipped: dict[str, str] = {}
     for raw_key, raw_value in state_dict.items():
-        key = _apply_renames(prefix + _strip_wrappers(raw_key), renames)
+        key = _apply_renames(prefix + strip_wrappers(raw_key), renames)
         if key is None:
             skipped[raw_key] = "dropped by renames"
             continue
@@ -299,10 +273,8 @@ def convert_for_model(
 
     Returns `(model, variables)`, or `(model, variables, report)` when strict=False.
     """
-    from segjax import models
-
     model = models.build(name, num_classes, **model_kwargs)
     if template is None:
         template = model_template(model)
-    result = torch_to_flax(state_dict, template, strict=strict, renames=KEY_RENAMES.get(name))
+    result = torch_to_flax(state_dict, template, strict=strict, renames=models.key_renames(name))
     return (model, result) if strict else (model, *result)

@@ -17,31 +17,20 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from segjax import inference, metrics, models, sharding
+from data_pipelines.metadata import IGNORE_LABEL
+from segjax import inference, metrics, runtime, sharding
 
 
-def view_config(config) -> inference.ViewConfig:
-    """The configured evaluation views (whole/slide, scales, flip) for this model."""
-    multiple = models.traits(config.model.name).get("input_multiple", 1)
-    return inference.ViewConfig.from_config(config, multiple)
-
-
-def make_eval_step(model, num_classes: int, mesh, ignore_label: int = 255,
-                   view: inference.ViewConfig | None = None,
-                   norm: inference.InputNorm | None = None):
-    """Jitted (variables, batch) -> (confusion matrix, predictions); uint8 frames are
-    normalised inside by `norm` (None: ImageNet mean/std)."""
-    norm = norm or inference.InputNorm()
-    apply = lambda v, x: model.apply(v, x, train=False)
+def make_eval_step(predictor: inference.Predictor, num_classes: int, mesh,
+                   ignore_label: int = IGNORE_LABEL):
+    """Jitted (variables, batch) -> (confusion matrix, uint8 predictions)."""
 
     def eval_step(variables, batch):
         label = batch["label"].astype(jnp.int32)
-        scores = inference.class_scores(apply, variables, norm(batch["image"]), label.shape[1:3],
-                                        view)
-        pred = jnp.argmax(scores, axis=-1).astype(jnp.int32)
-        cm = metrics.confusion_matrix(pred, label, num_classes, ignore_label=ignore_label,
-                                      mask=batch["mask"])
-        return cm, pred.astype(jnp.uint8)
+        pred = predictor.labels(variables, batch["image"], label.shape[1:3])
+        cm = metrics.confusion_matrix(pred.astype(jnp.int32), label, num_classes,
+                                      ignore_label=ignore_label, mask=batch["mask"])
+        return cm, pred
 
     repl = sharding.replicated(mesh)
     pixels = sharding.batch_sharding(mesh, ndim=3)  # P("data"[, "spatial"]): bands of rows
@@ -68,9 +57,8 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
     from data_pipelines import pipeline
 
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    view = view_config(config)
-    eval_step = make_eval_step(model, info.num_classes, mesh, info.ignore_label, view,
-                               inference.InputNorm.from_config(config.data))
+    predictor = runtime.predictor(config, model)
+    eval_step = make_eval_step(predictor, info.num_classes, mesh, info.ignore_label)
     accumulator = metrics.ConfusionAccumulator(info.num_classes)
     writer = None
     if config.get("eval_write_predictions", ""):
@@ -102,7 +90,8 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
             sum_over_processes(pipeline.skipped_examples("eval") - skipped_before))
     if writer is not None:
         result["num_predictions_written"] = int(sum_over_processes(writer.finish()))
-    result.update(num_images=num_images, seconds=time.time() - start, mode=view.describe())
+    result.update(num_images=num_images, seconds=time.time() - start,
+                  mode=predictor.view.describe())
     return result, panels
 
 
@@ -147,25 +136,9 @@ def report(result: dict, info, step: int, workdir: str | pathlib.Path | None,
 def evaluate(config, workdir: str) -> dict[str, Any]:
     """`--mode=evaluate`: restores the latest checkpoint in `workdir` and evaluates it."""
     from data_pipelines import build_source
-    from segjax import train
 
     build_source(config.dataset, config.dataset.eval_split)  # fail on missing data before compiling
-    setup = train.setup(config, workdir)
-    try:
-        step, variables = restore_latest(setup, workdir)
-        result, _ = run_evaluation(setup.model, variables, config, setup.mesh, info=setup.info)
-        return report(result, setup.info, step, workdir, config.dataset.name)
-    finally:
-        setup.checkpointer.close()
-
-
-def restore_latest(setup, workdir) -> tuple[int, dict]:
-    """(step, inference variables) of the newest checkpoint in `workdir`, checked against
-    the config's model first."""
-    step = setup.checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(
-            f"No checkpoint in {pathlib.Path(workdir, 'checkpoints').absolute()}: train "
-            "first (--mode=train) or point --workdir at a run that has one.")
-    setup.checkpointer.check_compatible(step, setup.meta)
-    return step, setup.checkpointer.restore_state_only(step, setup.state).variables()
+    restored = runtime.restore(config, workdir)
+    result, _ = run_evaluation(restored.model, restored.variables, config, restored.mesh,
+                               info=restored.info)
+    return report(result, restored.info, restored.step, workdir, config.dataset.name)

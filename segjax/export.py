@@ -27,19 +27,9 @@ import numpy as np
 from segjax import inference
 
 
-def make_label_fn(model, variables, data_cfg, view: inference.ViewConfig | None = None):
+def make_label_fn(predictor: inference.Predictor, variables):
     """`labels(frames)` with the weights closed over: uint8 RGB in, uint8 train ids out."""
-    norm = inference.InputNorm.from_config(data_cfg)
-
-    def apply(v, x):
-        return model.apply(v, x, train=False)
-
-    def labels(frames):
-        x = norm(frames)
-        scores = inference.class_scores(apply, variables, x, frames.shape[1:3], view)
-        return jnp.argmax(scores, axis=-1).astype(jnp.uint8)
-
-    return labels
+    return lambda frames: predictor.labels(variables, frames)
 
 
 def export_labels(label_fn, height: int, width: int) -> bytes:
@@ -51,23 +41,20 @@ def export_labels(label_fn, height: int, width: int) -> bytes:
 
 def export(config, workdir: str) -> dict[str, Any]:
     """Writes the artifact and its JSON for the newest checkpoint in `workdir`."""
-    from segjax import benchmark, evaluate, train
+    from segjax import benchmark, runtime
 
     height, width = benchmark.parse_resolution(config.export.resolution
                                                or config.benchmark.resolution)
-    setup = train.setup(config, workdir)
-    try:
-        step, variables = evaluate.restore_latest(setup, workdir)
-    finally:
-        setup.checkpointer.close()
-    model, info = setup.model, setup.info
-    variables = jax.device_get(variables)
+    restored = runtime.restore(config, workdir)
+    model, info, step = restored.model, restored.info, restored.step
+    variables = jax.device_get(restored.variables)
     folded = 0
     if config.export.fold_batchnorm:
         folded_model, variables = inference.fold_batchnorm(model, variables, (1, height, width, 3))
         model, folded = folded_model, len(folded_model.pairs)
-    view = evaluate.view_config(config)
-    label_fn = make_label_fn(model, variables, config.data, view)
+    predictor = runtime.predictor(config, model)
+    view = predictor.view
+    label_fn = make_label_fn(predictor, variables)
     blob = export_labels(label_fn, height, width)
 
     name = f"{config.model.name}_{config.dataset.name}_{height}x{width}"

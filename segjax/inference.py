@@ -1,4 +1,5 @@
-"""The deployable forward pass: BatchNorm folding, prediction and serialized export.
+"""The deployable forward pass: BatchNorm folding, input normalisation, evaluation views and
+the Predictor that evaluation, prediction, export and notebooks share.
 
 Imports only jax/flax/numpy so that it runs on accelerator hosts without TensorFlow,
 grain or clu.
@@ -23,12 +24,11 @@ __all__ = [
     "random_variables",
     "FoldedModel",
     "InputNorm",
+    "Predictor",
     "ViewConfig",
     "class_scores",
-    "export_forward",
     "fold_batchnorm",
     "foldable_pairs",
-    "load_exported",
     "make_forward",
 ]
 
@@ -195,25 +195,6 @@ def make_forward(model: nn.Module, *, output: str = "logits",
     return forward
 
 
-def export_forward(forward: Callable, variables: Any, image_shape: Sequence[int],
-                   dtype=jnp.float32) -> bytes:
-    """Serialize `forward(variables, images)` with a symbolic batch dimension.
-
-    `image_shape` is (H, W, C); the artifact accepts any batch size at that resolution
-    and runs without this library (`jax.export.deserialize(...).call(variables, x)`).
-    """
-    (batch,) = jax.export.symbolic_shape("batch")
-    images = jax.ShapeDtypeStruct((batch, *image_shape), dtype)
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
-    exported = jax.export.export(jax.jit(forward))(abstract, images)
-    return bytes(exported.serialize())
-
-
-def load_exported(blob: bytes) -> jax.export.Exported:
-    """The artifact written by `export_forward`; call it as `.call(variables, images)`."""
-    return jax.export.deserialize(bytearray(blob))
-
-
 EVAL_MODES = ("whole", "slide")
 CHANNEL_ORDERS = ("rgb", "bgr")
 
@@ -367,3 +348,35 @@ def class_scores(apply: Callable, variables, images: jax.Array, out_size: Sequen
             probs = jax.nn.softmax(resize_bilinear(logits, out_size), axis=-1)
             total = probs if total is None else total + probs
     return total / (len(view.scales) * (2 if view.flip else 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """uint8 frames → normalised input → views → class scores → labels: the one prediction
+    path of evaluation, `--mode=predict`, export and notebooks, so they cannot disagree.
+
+    Every view is zero-padded after normalisation (the mean colour) at the bottom/right to
+    `view.input_multiple` and the logits are cropped back: the only padding rule.
+    """
+
+    apply: Callable  # (variables, x) -> the model's output dict
+    norm: InputNorm = InputNorm()
+    view: ViewConfig = ViewConfig()
+
+    @classmethod
+    def for_model(cls, model, norm: InputNorm | None = None,
+                  view: ViewConfig | None = None) -> Predictor:
+        """`model` is a Flax module or a `FoldedModel`."""
+        return cls(lambda v, x: model.apply(v, x, train=False), norm or InputNorm(),
+                   view or ViewConfig())
+
+    def scores(self, variables, frames: jax.Array, out_size: Sequence[int] | None = None
+               ) -> jax.Array:
+        """Per-class scores at `out_size` (default: the frames' size)."""
+        out_size = frames.shape[1:3] if out_size is None else out_size
+        return class_scores(self.apply, variables, self.norm(frames), out_size, self.view)
+
+    def labels(self, variables, frames: jax.Array, out_size: Sequence[int] | None = None
+               ) -> jax.Array:
+        """uint8 class ids at `out_size` (default: the frames' size)."""
+        return jnp.argmax(self.scores(variables, frames, out_size), axis=-1).astype(jnp.uint8)

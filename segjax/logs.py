@@ -36,8 +36,11 @@ def create_writer(workdir: str):
     from clu import metric_writers
 
     hide_accelerators_from_tensorflow()
-    return metric_writers.create_default_writer(
-        workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+    if jax.process_index() > 0:
+        return metric_writers.MultiWriter([])
+    # No console writer: hyperparameters go to config.json and TensorBoard, progress and
+    # evaluations have their own lines.
+    return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
 
 
 class ScalarWriter:
@@ -94,6 +97,7 @@ class Progress:
     def __init__(self, num_steps: int, writer, every: int, first_step: int = 0):
         self.num_steps, self.writer, self.every = num_steps, writer, max(int(every), 1)
         self._last_step, self._last_time, self._paused = first_step, None, 0.0
+        self.loss: float | None = None  # the latest logged training loss, shown when set
 
     def __call__(self, step: int) -> None:
         now = time.perf_counter()
@@ -106,8 +110,9 @@ class Progress:
         rate = (step - self._last_step) / elapsed if elapsed > 0 else float("nan")
         eta = (self.num_steps - step) / rate if rate > 0 else float("nan")
         self.writer.write_scalars(step, {"steps_per_sec": rate})
-        logging.info("step %d/%d (%.1f%%), %.3g steps/s, ETA %s", step, self.num_steps,
-                     100.0 * step / self.num_steps, rate, _duration(eta))
+        loss = "" if self.loss is None else f"  loss {self.loss:.4g}"
+        print(f"step {step}/{self.num_steps} ({100.0 * step / self.num_steps:.0f}%){loss}  "
+              f"{rate:.3g} steps/s  ETA {_duration(eta)}", flush=True)
         self._last_step, self._last_time, self._paused = step, now, 0.0
 
     @contextlib.contextmanager
@@ -146,6 +151,27 @@ class _DropLibraryInfo:
         if record.levelno >= std_logging.WARNING:
             return True
         return not noisy
+
+
+def quiet_environment(verbose: bool = False) -> None:
+    """Before TensorFlow loads: its oneDNN and C++ start-up lines (TensorFlow only writes
+    summaries and decodes TFDS records here, where oneDNN's op rewrites do not matter)."""
+    if not verbose:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def configure_console(verbose: bool = False) -> None:
+    """The console shows segjax's own lines (header, progress, evaluation tables, where the
+    results went) and warnings; `verbose` adds INFO logs of segjax and its libraries."""
+    import logging as std_logging
+
+    from absl import logging as absl_logging
+
+    quiet_library_logs()
+    if not verbose:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        std_logging.getLogger("matplotlib").setLevel(std_logging.ERROR)  # font-cache notice
 
 
 def quiet_library_logs() -> None:

@@ -4,22 +4,20 @@
         --config.predict.input='/data/frames/*.png' [--config.predict.output_dir=OUT] \
         [--config.predict.label_format=labelids]
 
-Every image is predicted at its own resolution: it is padded at the bottom/right to a
-multiple of `predict.pad_to_multiple` (so every architecture's strides divide it), the
-logits are cropped back, and one program is compiled per distinct padded size.
+Every image is predicted at its own resolution by the evaluation's Predictor (same views,
+same padding to the model's stride), one compiled program per distinct image size.
 """
 
 from __future__ import annotations
 
 import glob
 import pathlib
-import sys
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from segjax import inference
 
@@ -44,63 +42,13 @@ def list_images(pattern: str) -> list[pathlib.Path]:
     return files
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int, fill=(0, 0, 0)) -> np.ndarray:
-    """Pads an HxWx3 image bottom/right with `fill` to a multiple of `multiple`."""
-    h, w = image.shape[:2]
-    ph, pw = -h % multiple, -w % multiple
-    if not (ph or pw):
-        return image
-    padded = np.empty((h + ph, w + pw, image.shape[2]), image.dtype)
-    padded[...] = np.asarray(fill, image.dtype)
-    padded[:h, :w] = image
-    return padded
-
-
-def make_predict_fn(model, view: inference.ViewConfig | None = None,
-                    norm: inference.InputNorm | None = None):
-    """Jitted (variables, padded uint8 RGB batch, (H, W)) -> uint8 labels cropped to (H, W),
-    using the configured evaluation views; `norm` normalises on the device."""
-    apply = lambda v, x: model.apply(v, x, train=False)
-    norm = norm or inference.InputNorm()
-
-    def predict(variables, images, size):
-        scores = inference.class_scores(apply, variables, norm(images), images.shape[1:3], view)
-        return jnp.argmax(scores[:, :size[0], :size[1]], axis=-1).astype(jnp.uint8)
-
-    return jax.jit(predict, static_argnums=2)
-
-
-class Progress:
-    """A one-line progress bar on stderr (rewritten in place on a terminal)."""
-
-    def __init__(self, total: int, stream=sys.stderr, width: int = 30):
-        self.total, self.stream, self.width = total, stream, width
-        self.start = time.time()
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-
-    def update(self, done: int, name: str = "") -> None:
-        filled = int(self.width * done / max(self.total, 1))
-        rate = done / max(time.time() - self.start, 1e-9)
-        line = (f"predict [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                f"{rate:.2f} img/s {name}")
-        if self.tty:
-            self.stream.write("\r" + line[:120].ljust(120))
-            if done == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-def predict_images(model, variables, files, out_dir, info, data_cfg, *,
-                   label_format: str = "trainids", pad_multiple: int = 32,
-                   overlays: bool = True, view: inference.ViewConfig | None = None,
-                   progress: Progress | None = None) -> dict[str, Any]:
+def predict_images(predictor: inference.Predictor, variables, files, out_dir, info, *,
+                   label_format: str = "trainids", overlays: bool = True,
+                   show_progress: bool = False) -> dict[str, Any]:
     """Writes `labels/`, `color/` and (optionally) `overlay/` PNGs for every file."""
     import cv2
 
     from data_pipelines import imread, metadata
-    from data_pipelines.transforms import mean_color
 
     if label_format not in LABEL_FORMATS:
         raise ValueError(f"config.predict.label_format={label_format!r}; choose "
@@ -117,14 +65,12 @@ def predict_images(model, variables, files, out_dir, info, data_cfg, *,
     folders = ["labels", "color"] + (["overlay"] if overlays else [])
     for folder in folders:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    predict = make_predict_fn(model, view, inference.InputNorm.from_config(data_cfg))
-    fill = mean_color(data_cfg.mean, data_cfg.channel_order)  # normalises to 0
+    labels_of = jax.jit(predictor.labels)
     sizes = set()
-    for done, path in enumerate(files, start=1):
+    for path in tqdm(files, desc="predict", unit="img", disable=not show_progress):
         rgb = imread(path, cv2.IMREAD_COLOR_RGB, "image")
-        x = pad_to_multiple(rgb, pad_multiple, fill)[None]
-        sizes.add(x.shape[1:3])
-        pred = np.asarray(predict(variables, jnp.asarray(x), rgb.shape[:2]))[0]
+        sizes.add(rgb.shape[:2])
+        pred = np.asarray(labels_of(variables, jnp.asarray(rgb[None])))[0]
         stem = path.stem
         label = lut[pred] if lut is not None else pred
         cv2.imwrite(str(out_dir / "labels" / f"{stem}.png"), label)
@@ -133,15 +79,13 @@ def predict_images(model, variables, files, out_dir, info, data_cfg, *,
         if overlays:
             blend = metadata.overlay(rgb, pred, info)
             cv2.imwrite(str(out_dir / "overlay" / f"{stem}.png"), blend[..., ::-1])
-        if progress is not None:
-            progress.update(done, stem)
     return {"num_images": len(files), "output_dir": str(out_dir),
             "compiled_sizes": sorted(sizes)}
 
 
 def predict(config, workdir: str) -> dict[str, Any]:
     """Restores the latest checkpoint in `workdir` and predicts `config.predict.input`."""
-    from segjax import evaluate, train
+    from segjax import runtime
 
     p = config.predict
     files = list_images(p.input)
@@ -149,16 +93,11 @@ def predict(config, workdir: str) -> dict[str, Any]:
         raise ValueError(f"config.predict.label_format={p.label_format!r}; choose "
                          f"{' or '.join(LABEL_FORMATS)}")
     out_dir = pathlib.Path(p.output_dir or pathlib.Path(workdir) / "predictions")
-    setup = train.setup(config, workdir)
-    try:
-        step, variables = evaluate.restore_latest(setup, workdir)
-    finally:
-        setup.checkpointer.close()
-    result = predict_images(setup.model, variables, files, out_dir, setup.info, config.data,
-                            label_format=p.label_format, pad_multiple=int(p.pad_to_multiple),
-                            overlays=bool(p.overlays), view=evaluate.view_config(config),
-                            progress=Progress(len(files)))
-    print(f"step {step}: wrote {result['num_images']} predictions to {out_dir} "
+    restored = runtime.restore(config, workdir)
+    result = predict_images(restored.predictor, restored.variables, files, out_dir,
+                            restored.info, label_format=p.label_format,
+                            overlays=bool(p.overlays), show_progress=True)
+    print(f"step {restored.step}: wrote {result['num_images']} predictions to {out_dir} "
           f"(labels/ as {p.label_format}, color/, {'overlay/' if p.overlays else ''})",
           flush=True)
     return result

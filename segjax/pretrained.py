@@ -12,7 +12,6 @@ The rest keeps its initialisation and is reported as missing.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -22,11 +21,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from segjax import convert
+from segjax import convert, models
 
 __all__ = [
     "PretrainedReport",
-    "SAFETENSORS_DTYPES",
     "STATE_DICT_SUFFIXES",
     "apply_to_state",
     "candidate_prefixes",
@@ -44,59 +42,23 @@ WRAPPER_KEYS = ("model_state", "state_dict", "model")
 FIELD = "config.model.pretrained"
 FILE_KINDS = "an .npz, .safetensors or .pth/.pt/.pkl state dict"
 
-# safetensors dtype -> numpy dtype; F16 and BF16 are widened to float32 on reading.
-SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
-    "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
-}
-
-
 # --------------------------------------------------------------------------- reading
 
 
 def read_safetensors(path: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """A `.safetensors` file as `{key: array}`, without the safetensors package.
+    """A `.safetensors` file as `{key: array}` through the safetensors package's numpy API
+    (no torch). F16 and BF16 tensors are returned as float32; other dtypes keep theirs."""
+    import ml_dtypes  # registers bfloat16 with numpy (jax depends on it)
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
 
-    Layout: 8-byte little-endian header length n, n bytes of JSON
-    (`{key: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`), then
-    the raw little-endian tensor bytes, offsets relative to the end of the header.
-    F16 and BF16 are returned as float32; other dtypes keep theirs.
-    """
-    path = pathlib.Path(path)
-    data = path.read_bytes()
-    if len(data) < 8:
-        raise ValueError(f"{path} is not a safetensors file (shorter than its 8-byte header)")
-    header_len = int.from_bytes(data[:8], "little")
-    if header_len > len(data) - 8:
-        raise ValueError(f"{path} is not a safetensors file (header length {header_len} "
-                         f"exceeds the file size {len(data)})")
     try:
-        header = json.loads(data[8:8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a safetensors file (header is not JSON: {err})") from None
-    body = memoryview(data)[8 + header_len:]
-    out: dict[str, np.ndarray] = {}
-    for key, entry in header.items():
-        if key == "__metadata__":
-            continue
-        dtype_name, shape = entry.get("dtype"), tuple(int(s) for s in entry.get("shape", ()))
-        if dtype_name not in SAFETENSORS_DTYPES:
-            raise ValueError(f"{path}: tensor {key!r} has dtype {dtype_name!r}; supported: "
-                             f"{', '.join(SAFETENSORS_DTYPES)}")
-        begin, end = (int(o) for o in entry["data_offsets"])
-        dtype = np.dtype(SAFETENSORS_DTYPES[dtype_name]).newbyteorder("<")
-        if not 0 <= begin <= end <= len(body) or end - begin != dtype.itemsize * int(
-                np.prod(shape, dtype=np.int64)):
-            raise ValueError(f"{path}: tensor {key!r} ({dtype_name}, shape {shape}) has data "
-                             f"offsets [{begin}, {end}] that do not fit the file")
-        array = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
-        if dtype_name == "BF16":  # the high half of a float32
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        elif dtype_name == "F16":
-            array = array.astype(np.float32)
-        out[key] = np.array(array, dtype=array.dtype.newbyteorder("="))
-    return out
+        loaded = load_file(str(path))
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a safetensors file ({err})") from None
+    half = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+    return {key: value.astype(np.float32) if value.dtype in half else value
+            for key, value in loaded.items()}
 
 
 def _torch_to_numpy(value: Any) -> Any:
@@ -179,7 +141,7 @@ def unwrap_state_dict(obj: Any) -> dict[str, np.ndarray]:
     for key, value in obj.items():
         value = _torch_to_numpy(value)
         if isinstance(value, np.ndarray | np.generic):
-            out[convert._strip_wrappers(str(key))] = np.asarray(value)
+            out[convert.strip_wrappers(str(key))] = np.asarray(value)
     return out
 
 
@@ -233,12 +195,12 @@ def load_pretrained(
 ) -> tuple[dict[str, Any], PretrainedReport]:
     """Non-strict import of `state_dict` into `variables` (the model's real initial ones).
 
-    Every candidate placement (`candidate_prefixes`) is tried with the model's
-    `convert.KEY_RENAMES`; the one that loads the most keys wins (the root on a tie). Only
+    Every candidate placement (`candidate_prefixes`) is tried with the model's registered
+    key renames; the one that loads the most keys wins (the root on a tie). Only
     same-shaped entries load; the other variables keep their values. Raises
     `convert.ConversionError` naming `field` when no key fits.
     """
-    renames = convert.KEY_RENAMES.get(model_name)
+    renames = models.key_renames(model_name)
     prefixes = list(prefixes) if prefixes is not None else candidate_prefixes(variables)
     counts = {p: len(convert.matching_keys(state_dict, variables, renames=renames, prefix=p))
               for p in prefixes}

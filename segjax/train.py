@@ -21,11 +21,9 @@ import numpy as np
 import optax
 from absl import logging
 
-from segjax import checkpoint, evaluate, inference, logs, losses, models, sharding
+from segjax import checkpoint, evaluate, inference, logs, losses, runtime, sharding
 from segjax import workdir as workdir_lib
 from segjax.models import layers
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -41,28 +39,6 @@ class TrainState:
 
     def variables(self) -> dict:
         return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-def compute_dtype(config):
-    if config.dtype not in DTYPES:
-        raise ValueError(f"config.dtype={config.dtype!r}; choose one of {sorted(DTYPES)}")
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError("config.dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 or "
-                         "call jax.config.update('jax_enable_x64', True) before building")
-    return DTYPES[config.dtype]
-
-
-def build_model(config, num_classes: int):
-    if models.traits(config.model.name).get("backbone"):
-        raise ValueError(f"config.model.name: {config.model.name} is a backbone (stage "
-                         "features, no segmentation head); pick a segmentation model: "
-                         f"{', '.join(segmentation_models())}")
-    kwargs = dict(config.model.kwargs.to_dict()) if config.model.kwargs else {}
-    return models.build(config.model.name, num_classes, dtype=compute_dtype(config), **kwargs)
-
-
-def segmentation_models() -> list[str]:
-    return [name for name in models.available() if not models.traits(name).get("backbone")]
 
 
 def make_schedule(opt_cfg, num_steps: int) -> optax.Schedule:
@@ -130,38 +106,6 @@ def make_optimizer(opt_cfg, num_steps: int) -> tuple[optax.GradientTransformatio
     return tx, schedule
 
 
-OHEM_SCOPES = ("group", "global")
-
-
-def loss_settings(config) -> ml_collections.FrozenConfigDict:
-    """The loss config with OHEM's selection laid over the global batch.
-
-    `ohem_scope="group"` selects within each group of `ohem_min_kept_batch` images (one GPU's
-    batch in HRNet/DDRNet's trainer) and averages the groups; "global" selects once over the
-    global batch with `min_kept` scaled by global_batch_size / ohem_min_kept_batch.
-    """
-    cfg = config.loss.to_dict()
-    scope, per_batch = config.loss.ohem_scope, int(config.loss.ohem_min_kept_batch)
-    if scope not in OHEM_SCOPES:
-        raise ValueError(f"config.loss.ohem_scope={scope!r}; choose one of {OHEM_SCOPES}")
-    if per_batch <= 0:
-        raise ValueError(f"config.loss.ohem_min_kept_batch={per_batch}; it must be positive")
-    if scope == "group":
-        if config.global_batch_size % per_batch and config.loss.name == "ohem":
-            raise ValueError(
-                f"config.loss.ohem_scope='group' cuts the global batch into groups of "
-                f"config.loss.ohem_min_kept_batch={per_batch} images, but "
-                f"config.global_batch_size={config.global_batch_size} is not a multiple of "
-                f"it; change either, or set config.loss.ohem_scope='global'.")
-        cfg["ohem_groups"] = max(config.global_batch_size // per_batch, 1)
-    else:
-        cfg["ohem_groups"] = 1
-        cfg["ohem_min_kept"] = int(round(
-            config.loss.ohem_min_kept * config.global_batch_size / per_batch))
-    cfg["class_weights"] = tuple(cfg["class_weights"] or ())
-    return ml_collections.FrozenConfigDict(cfg)
-
-
 def make_train_step(model, tx, schedule, loss_cfg, mesh,
                     norm: inference.InputNorm | None = None, *,
                     running_variance: str = "unbiased", return_grads: bool = False):
@@ -217,82 +161,9 @@ def init_state(model, tx, rng, input_shape, mesh) -> TrainState:
     return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
 
 
-def init_from_checkpoint(path: str, state: TrainState, meta: dict) -> TrainState:
-    """`state` with params and BatchNorm statistics from `config.init_checkpoint`.
-
-    Step and optimizer state stay fresh, so a fine-tune (e.g. FASSD-Net's +30k steps) runs
-    its own schedule from step 0. `path` is a segjax workdir, its `checkpoints` directory
-    (latest step) or one step directory (also a `segjax.tools.convert` output); or an `.npz`
-    / `.safetensors` of an official PyTorch state dict (key -> array), converted with the
-    model's key renames. `.pth`/`.pt`/`.pkl` files are read only when torch is importable
-    (`segjax.pretrained.read_state_dict`). `meta` is `checkpoint.describe` of the config.
-    """
-    import orbax.checkpoint as ocp
-
-    source = pathlib.Path(path).expanduser().absolute()
-    template = {"params": state.params, "batch_stats": state.batch_stats}
-    where = f"config.init_checkpoint={str(path)!r}"
-    if not source.exists():
-        raise FileNotFoundError(
-            f"{where} does not exist. Point it at a segjax workdir or checkpoint step "
-            "directory, or at an .npz of an official PyTorch state dict; '' starts from the "
-            "model's own initialisation.")
-    if source.is_dir():
-        if (source / "checkpoints").is_dir():
-            directory, step = source / "checkpoints", None
-        elif source.name.isdigit():
-            directory, step = source.parent, int(source.name)
-        else:
-            directory, step = source, None
-        reader = checkpoint.Checkpointer(directory, async_save=False)
-        try:
-            step = reader.latest_step() if step is None else step
-            if step is None or step not in reader.manager.all_steps():
-                raise FileNotFoundError(
-                    f"{where} holds no segjax checkpoint (looked in {directory}). Pass a "
-                    "workdir that has trained, its checkpoints/ directory or a step inside it.")
-            diffs = checkpoint.meta_diffs(reader.read_meta(step), meta)
-            if diffs:
-                raise checkpoint.CheckpointMismatchError(
-                    f"{where} (step {step}) was trained for a different model "
-                    f"({'; '.join(diffs)}). Use a checkpoint of this model, or set "
-                    "config.model to the one it was trained with.")
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-            restored = reader.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item=abstract, partial_restore=True,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
-            variables = restored["state"]
-        finally:
-            reader.close()
-    else:
-        variables = _convert_state_dict(source, template, meta, where)
-        variables = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
-                                 variables, template)
-    print(f"Initialised params and BatchNorm statistics from {source}", flush=True)
-    return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
-
-
-def _convert_state_dict(source: pathlib.Path, template, meta: dict, where: str) -> dict:
-    """An official PyTorch state dict file → Flax variables shaped like `template`."""
-    from segjax import convert, pretrained
-
-    state_dict = pretrained.read_state_dict(
-        source, field="config.init_checkpoint",
-        expected="a checkpoint directory, an .npz, .safetensors or .pth/.pt/.pkl state dict")
-    try:
-        return convert.torch_to_flax(state_dict, template, strict=True,
-                                     renames=convert.KEY_RENAMES.get(meta["model"]))
-    except convert.ConversionError as err:
-        raise convert.ConversionError(
-            f"{where} does not fit model {meta['model']!r} with {meta['num_classes']} classes "
-            f"(config.model.name / dataset). Use weights of this model and class count.\n"
-            f"{err}") from None
-
-
 @dataclasses.dataclass
 class Setup:
-    """Everything a train or evaluate run builds from the config before the first step."""
+    """Everything a training run builds from the config before the first step."""
     info: Any
     model: Any
     tx: optax.GradientTransformation
@@ -304,15 +175,13 @@ class Setup:
 
 
 def setup(config, workdir: str) -> Setup:
-    from data_pipelines import pipeline
-
-    info = pipeline.dataset_info(config)
+    info = runtime.dataset_info(config)
     if config.bn_running_variance not in layers.RUNNING_VARIANCES:
         raise ValueError(f"config.bn_running_variance={config.bn_running_variance!r}; choose "
                          f"one of {layers.RUNNING_VARIANCES}")
     mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
     sharding.check_batch_size(config.global_batch_size, mesh, height=config.data.crop_size[0])
-    model = build_model(config, info.num_classes)
+    model = runtime.build_model(config, info.num_classes)
     tx, schedule = make_optimizer(config.optimizer, config.num_train_steps)
     crop = tuple(config.data.crop_size)
     state = init_state(model, tx, jax.random.key(config.seed), (1, *crop, 3), mesh)
@@ -377,6 +246,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         lock.release()
 
 
+def run_header(config, s: Setup, state: TrainState, initial_step: int, workdir: str) -> str:
+    """What is about to run, named as the user named it (the synthetic scenes use
+    Cityscapes' class table, but they are `synthetic`)."""
+    params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+    mesh = " x ".join(f"{name}={size}" for name, size in s.mesh.shape.items())
+    start = f"from step {initial_step} " if initial_step else ""
+    return (f"segjax: {config.model.name} on {config.dataset.name} ({s.info.num_classes} "
+            f"classes), {params / 1e6:.2f}M params\n"
+            f"  {jax.device_count()} {jax.devices()[0].platform} device(s), mesh {mesh}; "
+            f"{start}to step {config.num_train_steps}, global batch "
+            f"{config.global_batch_size}\n  workdir {workdir}")
+
+
 def _state_bytes(state: TrainState) -> int:
     return int(sum(leaf.nbytes for leaf in jax.tree.leaves(state)))
 
@@ -399,14 +281,19 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
 
             state = pretrained.apply_to_state(config.model.pretrained, state, config.model.name)
         if config.init_checkpoint:
-            state = init_from_checkpoint(config.init_checkpoint, state, s.meta)
+            # Step and optimizer state stay fresh: a fine-tune runs its own schedule.
+            variables = runtime.load_variables(config.init_checkpoint, state.variables(), s.meta)
+            state = state.replace(params=variables["params"],
+                                  batch_stats=variables["batch_stats"])
+            print(f"Initialised params and BatchNorm statistics from {config.init_checkpoint}",
+                  flush=True)
     initial_step = int(jax.device_get(state.step))
 
     writer = create_writer(workdir)
     if initial_step == 0 and jax.process_index() == 0:
         (pathlib.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
         writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
-    loss_cfg = loss_settings(config)
+    loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
     train_step = make_train_step(s.model, s.tx, s.schedule, loss_cfg, s.mesh,
                                  inference.InputNorm.from_config(config.data),
                                  running_variance=config.bn_running_variance)
@@ -419,9 +306,8 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
     history: dict[int, float] = {}
     last_eval: dict | None = None
     pending: list[tuple[int, dict]] = []
-    logging.info("Training %s on %s: %d -> %d steps, global batch %d over %d devices",
-                 config.model.name, s.info.name, initial_step, num_steps,
-                 config.global_batch_size, s.mesh.size)
+    if jax.process_index() == 0:
+        print(run_header(config, s, state, initial_step, workdir), flush=True)
     step = initial_step
     with workdir_lib.StopSignals() as signals:
         for step in range(initial_step + 1, num_steps + 1):
@@ -429,8 +315,6 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
                 batch = sharding.to_global(next(train_iter), s.mesh)
                 state, scalars = train_step(state, batch)
             pending.append((step, scalars))
-            for hook in hooks:
-                hook(step)
             stop = signals.agreed(step, config.log_every_steps)
             last = step == num_steps or step == stop_at_step or stop
             log_now = step % config.log_every_steps == 0 or last
@@ -449,6 +333,9 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
                     means["train/skipped_examples"] = evaluate.sum_over_processes(
                         skipped_examples("train"))
                 writer.write_scalars(step, means)
+                progress.loss = means["train/loss"]
+            for hook in hooks:
+                hook(step)
             with progress.paused():
                 if save_now:
                     s.checkpointer.save(step, state, train_iter, s.meta)
@@ -467,6 +354,10 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
         last_eval = _evaluate(config, s, state, initial_step, writer, workdir)
     writer.flush()
     writer.close()
+    if jax.process_index() == 0:
+        final = step if initial_step < num_steps else initial_step
+        print(f"Results of step {final} are in {workdir}: eval_step_*.json, checkpoints/, "
+              f"config.json; curves: tensorboard --logdir {workdir}", flush=True)
     return {"step": step if initial_step < num_steps else initial_step, "history": history,
             "eval": last_eval, "state": state}
 

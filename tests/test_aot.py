@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from test_train import REPO
+from helpers import REPO
 
-from segjax import train
+from segjax import runtime
 from segjax.tools import aot
 
 
@@ -30,7 +30,7 @@ def test_mesh_choice_puts_what_the_batch_cannot_use_on_the_spatial_axis():
 
 
 def test_every_model_has_its_cityscapes_config():
-    names = {m: aot.config_for_model(m).name for m in train.segmentation_models()}
+    names = {m: aot.config_for_model(m).name for m in runtime.segmentation_models()}
     assert names["ddrnet23_slim"] == "ddrnet23slim_cityscapes.py"
     assert names["synergy_deeplabv3plus_r50"] == "synergy_cityscapes.py"
     assert names["deeplabv3plus_r50"] == "deeplabv3plus_r50_cityscapes.py"
@@ -41,7 +41,7 @@ def test_refuses_to_run_where_jax_has_fewer_devices():
         aot.main(["--devices", "64", "--config", "configs/ddrnet23slim_cityscapes.py"])
 
 
-@pytest.mark.parametrize("model", train.segmentation_models())
+@pytest.mark.parametrize("model", runtime.segmentation_models())
 def test_train_step_compiles_for_64_devices(model):
     config = aot.config_for_model(model)
     proc = subprocess.run(

@@ -8,7 +8,8 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from segjax import bcl, losses
+from segjax import losses
+from segjax.losses import bcl
 
 C = 8
 IGN = 255
@@ -207,6 +208,14 @@ def _within_s(labels, s, axis):
     return out
 
 
+def _band_masks(labels, step, phase_h, phase_w):
+    """(M_r, M_c): both labels valid and the flipped label differs, as the loss marks bands."""
+    labels = jnp.asarray(labels)
+    g_r, g_c = bcl.flip_labels(labels, step, phase_h, phase_w)
+    valid = labels != IGN
+    return valid & (g_r != IGN) & (g_r != labels), valid & (g_c != IGN) & (g_c != labels)
+
+
 @pytest.mark.parametrize("s", [1, 2, 3])
 def test_band_masks_mark_pixels_within_s_of_a_label_change(s):
     labels = _hand_drawn()
@@ -214,7 +223,7 @@ def test_band_masks_mark_pixels_within_s_of_a_label_change(s):
     union_r = np.zeros(labels.shape, bool)
     union_c = np.zeros(labels.shape, bool)
     for o in range(2 * s):
-        m_r, m_c = (np.asarray(m) for m in bcl.band_masks(labels, s, o, o))
+        m_r, m_c = (np.asarray(m) for m in _band_masks(labels, s, o, o))
         g_r, g_c = _flip_ref(labels, s, o, o)
         valid = labels != IGN
         np.testing.assert_array_equal(m_r, valid & (g_r != IGN) & (g_r != labels))
@@ -229,13 +238,13 @@ def test_band_masks_mark_pixels_within_s_of_a_label_change(s):
 
 def test_band_masks_small_example_with_ignore():
     labels = np.array([[[0, 0, 1, 1, 1, 255, 2, 2, 2]]], np.int32)
-    _, m_c = bcl.band_masks(labels, 1, 0, 0)
+    _, m_c = _band_masks(labels, 1, 0, 0)
     # pairs (0,1) (2,3) (4,5) (6,7); index 8 is an incomplete tail block
     np.testing.assert_array_equal(np.asarray(m_c)[0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0])
-    _, m_c = bcl.band_masks(labels, 1, 0, 1)
+    _, m_c = _band_masks(labels, 1, 0, 1)
     # pairs (1,2) (3,4) (5,6) (7,8); index 0 has no partner
     np.testing.assert_array_equal(np.asarray(m_c)[0, 0], [0, 1, 1, 0, 0, 0, 0, 0, 0])
-    _, m_c = bcl.band_masks(labels, 2, 0, 0)
+    _, m_c = _band_masks(labels, 2, 0, 0)
     # blocks [0,1]<->[2,3], [4,5]<->[6,7], 8 alone; 5 is ignored, which also voids 7
     np.testing.assert_array_equal(np.asarray(m_c)[0, 0], [1, 1, 1, 1, 1, 0, 1, 0, 0])
 
@@ -280,8 +289,8 @@ def test_jit_sharded_matches_unsharded():
 
 
 def _cfg(**fields):
-    base = dict(name="ohem", ohem_thresh=0.7, ohem_min_kept=100, class_weights=(), aux_weight=0.4)
-    base.update(fields)
+    base = dict(name="ohem", ohem=dict(thresh=0.7, min_kept=100), class_weights=(),
+                bcl=fields)
     return ml_collections.ConfigDict(base)
 
 
@@ -290,41 +299,34 @@ def test_term_absent_without_bcl_fields_and_added_with_them():
     outputs = {"logits": jnp.asarray(logits), "aux_logits": None}
     total, terms = losses.segmentation_loss(outputs, jnp.asarray(labels), _cfg())
     assert "loss/bcl" not in terms
-    total0, terms0 = losses.segmentation_loss(outputs, jnp.asarray(labels), _cfg(bcl_weight=0.0))
+    total0, terms0 = losses.segmentation_loss(outputs, jnp.asarray(labels), _cfg(weight=0.0))
     assert "loss/bcl" not in terms0 and float(total0) == float(total)
 
-    cfg = _cfg(bcl_weight=2.0, bcl_step=2, bcl_random_phase=False)
+    cfg = _cfg(weight=2.0, step=2, random_phase=False)
     total2, terms2 = losses.segmentation_loss(outputs, jnp.asarray(labels), cfg)
     want = bcl.boundary_corrected_loss(jnp.asarray(logits), jnp.asarray(labels), None, step=2,
                                        random_phase=False)
     np.testing.assert_allclose(float(terms2["loss/bcl"]), float(want), rtol=1e-6)
     np.testing.assert_allclose(float(total2), float(total) + 2.0 * float(want), rtol=1e-6)
 
-    key = jax.random.PRNGKey(9)
-    _, with_rng = losses.segmentation_loss({**outputs, "rng": key}, jnp.asarray(labels),
-                                           _cfg(bcl_weight=1.0))
-    np.testing.assert_allclose(
-        float(with_rng["loss/bcl"]),
-        float(bcl.boundary_corrected_loss(jnp.asarray(logits), jnp.asarray(labels), key)),
-        rtol=1e-6)
-
 
 def test_bcl_replaces_ohem_switches_main_term_to_plain_ce():
     logits, labels = _case(4, 4)
     outputs = {"logits": jnp.asarray(logits)}
-    _, ohem = losses.segmentation_loss(outputs, jnp.asarray(labels), _cfg(bcl_weight=1.0))
+    _, ohem = losses.segmentation_loss(outputs, jnp.asarray(labels), _cfg(weight=1.0))
     _, ce = losses.segmentation_loss(outputs, jnp.asarray(labels),
-                                     _cfg(bcl_weight=1.0, bcl_replaces_ohem=True))
+                                     _cfg(weight=1.0, replaces_ohem=True))
+    assert set(ce) == {"loss/main_ce", "loss/bcl"}
     full = losses.upsample_logits(jnp.asarray(logits), labels.shape[1:3])
-    np.testing.assert_allclose(float(ce["loss/main"]),
+    np.testing.assert_allclose(float(ce["loss/main_ce"]),
                                float(losses.cross_entropy(full, jnp.asarray(labels))), rtol=1e-6)
     np.testing.assert_allclose(
         float(ohem["loss/main"]),
         float(losses.ohem_cross_entropy(full, jnp.asarray(labels), thresh=0.7, min_kept=100)),
         rtol=1e-6)
-    assert float(ce["loss/main"]) != float(ohem["loss/main"])
+    assert float(ce["loss/main_ce"]) != float(ohem["loss/main"])
     _, ignored = losses.segmentation_loss(outputs, jnp.asarray(labels),
-                                          _cfg(bcl_replaces_ohem=True))
+                                          _cfg(replaces_ohem=True))
     np.testing.assert_allclose(float(ignored["loss/main"]), float(ohem["loss/main"]), rtol=1e-6)
 
 

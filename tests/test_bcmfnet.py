@@ -1,20 +1,19 @@
-"""BCMFNet: DDRNet-23-slim with the LMFM context module (spec §2.3 reconstruction)."""
+"""BCMFNet: DDRNet-23-slim with the LMFM context module (reconstructed; the paper lost
+its equations)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import param_count
 
 from segjax import convert, inference, models
 from segjax.models import layers
-from segjax.models.ddrnet import DAPPM, LMFM, BCMFNet, DDRNet
+from segjax.models.bcmfnet import LMFM, BCMFNet
+from segjax.models.ddrnet import DAPPM, DDRNet
 from segjax.tools import summary
 
 MODEL = "bcmfnet"
-
-
-def _param_count(model, size=(64, 64)):
-    return convert.count_params(convert.model_template(model, (1, *size, 3)))
 
 
 def _lmfm_template(module, shape=(1, 16, 32, 512)):
@@ -34,12 +33,12 @@ def test_lmfm_alone_and_alternatives_param_counts():
     assert convert.count_params(_lmfm_template(LMFM(128, 128, name="spp"))) == 942336
     assert convert.count_params(_lmfm_template(LMFM(128, 128, p4_kernel=3))) == 1073408
     assert convert.count_params(_lmfm_template(DAPPM(128, 128))) == 1073408
-    assert _param_count(models.build(MODEL, 19, aux_head=False, lmfm_p4_kernel=3)) == 5695987
+    assert param_count(models.build(MODEL, 19, aux_head=False, lmfm_p4_kernel=3)) == 5695987
     # Alternative (a): adjacent cascade, 3×3/1×1/3×3/1×1 refinements.
     alt = _lmfm_template(LMFM(128, 128, connection="alternating"))["params"]
     assert [alt[f"process{i}"]["2"]["kernel"].shape[0] for i in range(1, 5)] == [3, 1, 3, 1]
-    assert _param_count(models.build(MODEL, 19, aux_head=False)) == 5564915
-    assert _param_count(models.build(MODEL, 19)) == 5564915 + 38355
+    assert param_count(models.build(MODEL, 19, aux_head=False)) == 5564915
+    assert param_count(models.build(MODEL, 19)) == 5564915 + 38355
 
 
 def test_lmfm_names_mirror_pytorch_keys():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from data_pipelines import DataError, build_source
-from data_pipelines.camvid import CamVidOriginalSource, CamVidSource, segnet_split_names
+from data_pipelines.camvid import CamVidSource
+from data_pipelines.camvid_original import CamVidOriginalSource, segnet_split_names
 from data_pipelines.metadata import CAMVID, CAMVID32, CAMVID32_COLORS
 
 # label_colors.txt of the release and the SegNet grouping, spelt out independently of

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import override
+from helpers import override
 
 from configs import default
 from data_pipelines import pipeline

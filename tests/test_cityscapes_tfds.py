@@ -7,7 +7,7 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-from test_train import REPO, override
+from helpers import REPO, override
 
 from configs import default
 from data_pipelines import DataError, build_source, cityscapes_tfds, pipeline

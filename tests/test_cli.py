@@ -1,10 +1,9 @@
 """run.py as a newcomer meets it: overrides, and one-line errors that name the fix."""
 
-import pathlib
 import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def run_cli(*args, timeout=180):
@@ -54,3 +53,4 @@ def test_bcmfnet_cityscapes_without_data_says_where_and_how_to_switch(tmp_path):
     assert code == 1
     assert "data/cityscapes" in out and "leftImg8bit" in out
     assert "--config.dataset.name=camvid" in out and "Traceback" not in out
+

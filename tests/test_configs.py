@@ -28,7 +28,7 @@ def test_camvid_cpu_variant_keeps_the_recipe_loss(recipe, loss):
     assert (cpu.global_batch_size, cpu.num_train_steps, tuple(cpu.data.crop_size)) == (
         8, 2400, (360, 480))
     assert cpu.loss.name == full.loss.name == loss
-    assert cpu.model.name == full.model.name and cpu.loss.bcl_weight == full.loss.bcl_weight
+    assert cpu.model.name == full.model.name and cpu.loss.bcl.weight == full.loss.bcl.weight
     assert cpu.optimizer.learning_rate == full.optimizer.learning_rate
     weights = dict(zip(range(11), cpu.loss.class_weights))
     assert weights[10] > weights[2] > 1 > weights[3]  # Bicyclist > Pole > 1 > Road

@@ -3,10 +3,10 @@
 import jax
 import numpy as np
 import pytest
-from test_train import tiny_config
+from helpers import tiny_config
 
 from data_pipelines import build_source, pipeline
-from segjax import evaluate, inference, losses, metrics, sharding, train
+from segjax import evaluate, inference, losses, metrics, runtime, sharding, train
 
 
 @pytest.mark.parametrize("num_devices", [1, 8])
@@ -14,7 +14,7 @@ def test_run_evaluation_equals_per_image_numpy_confusion(num_devices):
     config = tiny_config(**{"dataset.num_eval": 11, "eval_batch_size": 8})
     info = pipeline.dataset_info(config)
     mesh = sharding.make_mesh((-1,), ("data",), devices=jax.devices()[:num_devices])
-    model = train.build_model(config, info.num_classes)
+    model = runtime.build_model(config, info.num_classes)
     tx, _ = train.make_optimizer(config.optimizer, config.num_train_steps)
     state = train.init_state(model, tx, jax.random.key(1), (1, 64, 64, 3), mesh)
     variables = state.variables()

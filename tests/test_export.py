@@ -6,10 +6,9 @@ import sys
 
 import jax
 import numpy as np
-from test_fassdnet import zero_init_state
-from test_train import tiny_config
+from helpers import tiny_config
 
-from segjax import checkpoint, evaluate, export, inference, train
+from segjax import checkpoint, export, inference, runtime
 
 RESOLUTION = (64, 96)
 
@@ -23,12 +22,9 @@ print("segjax" in sys.modules, labels.shape, labels.dtype)
 """
 
 
-def test_export_labels_frames_without_segjax(tmp_path, monkeypatch):
+def test_export_labels_frames_without_segjax(tmp_path):
     config = tiny_config(**{"export.resolution": "64x96"})
-    monkeypatch.setattr(train, "init_state", zero_init_state)
-    s = train.setup(config, str(tmp_path / "probe"))
-    s.checkpointer.close()
-    model = s.model
+    model = runtime.build_model(config, 19)
     variables = inference.random_variables(model, (1, *RESOLUTION, 3), scale=0.2)
     workdir = tmp_path / "run"
     checkpoint.save_weights_only(workdir / "checkpoints", variables, checkpoint.weights_only_meta(
@@ -54,7 +50,6 @@ def test_export_labels_frames_without_segjax(tmp_path, monkeypatch):
     assert labels.shape == (3, *RESOLUTION) and labels.dtype == np.uint8
 
     # The live, unfolded model on the same frames, normalised as training does.
-    live = jax.jit(export.make_label_fn(model, variables, config.data,
-                                        evaluate.view_config(config)))(frames)
+    live = jax.jit(export.make_label_fn(runtime.predictor(config, model), variables))(frames)
     assert np.mean(np.asarray(live) == labels) > 0.999
     assert len(np.unique(labels)) > 1  # not a constant map

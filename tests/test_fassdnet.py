@@ -12,15 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import StepSpy, max_abs_diff, stub_training, tiny_config
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from test_train import max_abs_diff, tiny_config
 
-from segjax import checkpoint, convert, losses, models, sharding, train
-from segjax.models import hardnet, layers
+from segjax import checkpoint, convert, losses, models, runtime, train
+from segjax.models import fassdnet, hardnet, layers
 from segjax.tools import parity
 
-# name: (parameters, finalConv map (H, W) at 1024x2048 (spec §2-3) and at 513x1025).
+# name: (parameters, finalConv map (H, W) at 1024x2048 and at 513x1025).
 MODELS = {
     "fchardnet70": (4_119_257, (256, 512), (129, 257)),
     "fassdnet": (2_845_351, (256, 512), (129, 257)),
@@ -38,22 +38,6 @@ def _converted(manifest_path):
     meta = json.loads(pathlib.Path(manifest_path).read_text())
     return convert.convert_for_model(meta["model"], parity.make_state_dict(meta["manifest"]),
                                      meta["num_classes"])
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_parity_against_official_outputs(parity_dir, name):
-    # As `segjax.tools.parity`, but compiled without XLA's backend optimisations: same
-    # numbers, a quarter of the compile time (these four graphs dominate this file).
-    model, variables = _converted(str(parity_dir / f"{name}.json"))
-    fixture = np.load(parity_dir / f"{name}_120x200.npz")
-    x = jnp.asarray(np.transpose(fixture["input"], (0, 2, 3, 1)))
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False)["logits"])
-    with jax.default_matmul_precision("highest"):
-        compiled = forward.lower(variables, x).compile({"xla_backend_optimization_level": 0})
-    got = np.transpose(np.asarray(compiled(variables, x)), (0, 3, 1, 2))
-    assert got.shape == fixture["logits"].shape == (1, 19, 120, 200)
-    assert np.max(np.abs(got - fixture["logits"])) <= 1e-4
-    assert convert.count_params(variables) == MODELS[name][0]
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -86,7 +70,7 @@ def test_hardblock_links_and_widths_follow_the_official_rule():
 
 
 def test_mda_widths_floor_odd_channels():
-    variables = jax.eval_shape(lambda: hardnet.MDA(4).init(
+    variables = jax.eval_shape(lambda: fassdnet.MDA(4).init(
         jax.random.key(0), jnp.zeros((1, 8, 8, 63)), train=False))
     stage = variables["params"]
     assert stage["bn_relu_1"]["acti"]["alpha"].shape == (63,)
@@ -103,7 +87,7 @@ def test_mda_activation_is_bn_eps_1e3_then_per_channel_prelu():
                    "acti": {"alpha": jnp.asarray([0.0, 0.25, 0.5])}},
         "batch_stats": {"bn": {"mean": jnp.zeros(3), "var": jnp.zeros(3)}},
     }
-    out = hardnet.BNPReLU().apply(variables, x, train=False)
+    out = fassdnet.BNPReLU().apply(variables, x, train=False)
     np.testing.assert_allclose(out.ravel(), np.array([2.0, -0.5, -1.0]) / np.sqrt(1e-3),
                                rtol=1e-6)
 
@@ -205,7 +189,7 @@ def test_bootstrapped_ce_sharded_jit_and_gradient():
     logits, labels = _bootstrap_case()
     logits, labels = np.concatenate([logits, logits[::-1]]), np.concatenate([labels, labels[::-1]])
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
-    cfg = {"name": "bootstrap", "bootstrap_thresh": 0.3, "bootstrap_min_kept": 100}
+    cfg = {"name": "bootstrap", "bootstrap": {"thresh": 0.3, "min_kept": 100}}
     fn = jax.jit(jax.value_and_grad(lambda lg, lb: losses.pixel_loss(lg, lb, cfg)))
     value, grad = fn(jax.device_put(logits, sharding), jax.device_put(labels, sharding))
     np.testing.assert_allclose(float(value), _bootstrap_reference(logits, labels, 100, 0.3)[0],
@@ -256,54 +240,13 @@ def test_legacy_and_prefixed_keys_convert(parity_dir, name):
 # --------------------------------------------------------------------------- init_checkpoint
 
 
-class StepSpy:
-    """Stands in for the compiled train step: records the state each step starts from and
-    adds 1 to every param, BatchNorm statistic and optimizer slot, so that the loop,
-    checkpoints and init can be checked without compiling a model's backward pass."""
-
-    def __init__(self):
-        self.starts = []
-        self.add_one = jax.jit(lambda tree: jax.tree.map(lambda p: p + 1.0, tree))
-
-    def make(self, *args, **kwargs):
-        def step(state, batch):
-            self.starts.append(jax.device_get(state))
-            new = state.replace(step=state.step + 1, params=self.add_one(state.params),
-                                batch_stats=self.add_one(state.batch_stats),
-                                opt_state=self.add_one(state.opt_state))
-            return new, {"loss": jnp.float32(1)}
-        return step
-
-
-def zero_init_state(model, tx, rng, input_shape, mesh):
-    """`train.init_state` with all-zero variables: the same tree and shardings without
-    compiling the random initialisers (tens of CPU-seconds even for the tiny model)."""
-    shapes = jax.eval_shape(
-        lambda: model.init(rng, jnp.zeros(input_shape, jnp.float32), train=False))
-    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    state = jax.jit(lambda v: train.TrainState(
-        step=jnp.zeros((), jnp.int32), params=v["params"], batch_stats=v["batch_stats"],
-        opt_state=tx.init(v["params"])))(variables)
-    return jax.device_put(state, sharding.replicated(mesh))
-
-
-def _stub_training(mp, spy):
-    """The real loop, checkpointing and init_checkpoint, with the model's compiled work
-    (init, train step, evaluation) stubbed and a one-device mesh (fewer shards to save)."""
-    mp.setattr(train, "init_state", zero_init_state)
-    mp.setattr(train, "make_train_step", spy.make)
-    mp.setattr(train, "_evaluate", lambda *args, **kwargs: {})
-    mp.setattr(sharding, "make_mesh",
-               functools.partial(sharding.make_mesh, devices=jax.devices()[:1]))
-
-
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
     """A workdir trained for one (stubbed) step: its params are the fresh ones plus 1."""
     spy = StepSpy()
     workdir = tmp_path_factory.mktemp("init_checkpoint") / "source"
     with pytest.MonkeyPatch.context() as mp:
-        _stub_training(mp, spy)
+        stub_training(mp, spy)
         result = train.train_and_evaluate(tiny_config(num_train_steps=1), workdir)
     (fresh,) = spy.starts
     return SimpleNamespace(workdir=workdir, state=jax.device_get(result["state"]), fresh=fresh)
@@ -312,7 +255,7 @@ def source_run(tmp_path_factory):
 @pytest.fixture
 def step_spy(monkeypatch):
     spy = StepSpy()
-    _stub_training(monkeypatch, spy)
+    stub_training(monkeypatch, spy)
     return spy
 
 
@@ -341,9 +284,8 @@ def test_init_checkpoint_from_workdir_then_resume_wins(source_run, tmp_path, ste
 def test_init_checkpoint_reads_step_and_checkpoints_directories(source_run):
     fresh, meta = source_run.fresh, checkpoint.describe(tiny_config(), 19)
     for path in (source_run.workdir / "checkpoints", source_run.workdir / "checkpoints" / "1"):
-        got = train.init_from_checkpoint(str(path), fresh, meta)
-        assert max_abs_diff(got.params, source_run.state.params) == 0.0
-        assert int(got.step) == 0
+        got = runtime.load_variables(str(path), fresh.variables(), meta)
+        assert max_abs_diff(got["params"], source_run.state.params) == 0.0
 
 
 def test_init_checkpoint_errors_name_the_path_and_the_fix(source_run, tmp_path, step_spy):
@@ -355,12 +297,13 @@ def test_init_checkpoint_errors_name_the_path_and_the_fix(source_run, tmp_path, 
     assert not step_spy.starts
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no segjax checkpoint"):
-        train.init_from_checkpoint(str(tmp_path / "empty"), state, meta)
+        runtime.load_variables(str(tmp_path / "empty"), state.variables(), meta)
     with pytest.raises(checkpoint.CheckpointMismatchError, match="different model.*fassdnet"):
-        train.init_from_checkpoint(str(source_run.workdir), state, dict(meta, model="fassdnet"))
+        runtime.load_variables(str(source_run.workdir), state.variables(),
+                               dict(meta, model="fassdnet"))
     (tmp_path / "w.txt").write_text("")
     with pytest.raises(ValueError, match="expected a checkpoint directory, an .npz"):
-        train.init_from_checkpoint(str(tmp_path / "w.txt"), state, meta)
+        runtime.load_variables(str(tmp_path / "w.txt"), state.variables(), meta)
 
 
 def test_init_checkpoint_from_official_state_dict(parity_dir, tmp_path, monkeypatch):
@@ -370,19 +313,17 @@ def test_init_checkpoint_from_official_state_dict(parity_dir, tmp_path, monkeypa
     _, want = _converted(manifest)
     meta = {"model": name, "num_classes": 19}
     zeros = jax.tree.map(jnp.zeros_like, want)
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=zeros["params"],
-                             batch_stats=zeros["batch_stats"], opt_state=())
     npz = tmp_path / "fassdnet_l2.npz"
     np.savez(npz, **{_legacy_name(k): v for k, v in state_dict.items()})
-    got = train.init_from_checkpoint(str(npz), state, meta)
-    assert max_abs_diff(got.variables(), want) == 0.0
+    got = runtime.load_variables(str(npz), zeros, meta)
+    assert max_abs_diff(got, want) == 0.0
     # Weights of another model are refused with the path in the message.
     other = tmp_path / "hardnet.npz"
     np.savez(other, **_fixture_state_dict(str(parity_dir / "fchardnet70.json")))
     with pytest.raises(convert.ConversionError, match=re.escape(str(other))):
-        train.init_from_checkpoint(str(other), state, meta)
+        runtime.load_variables(str(other), zeros, meta)
     # Without torch, a .pth is refused with the conversion recipe.
     monkeypatch.setitem(sys.modules, "torch", None)
     (tmp_path / "w.pth").write_bytes(b"")
     with pytest.raises(ValueError, match="Convert it to .npz"):
-        train.init_from_checkpoint(str(tmp_path / "w.pth"), state, meta)
+        runtime.load_variables(str(tmp_path / "w.pth"), zeros, meta)

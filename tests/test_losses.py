@@ -260,10 +260,9 @@ def test_upsample_logits_is_half_pixel_bilinear():
 @dataclasses.dataclass
 class _LossConfig:
     name: str = "ce"
-    ohem_thresh: float = 0.7
-    ohem_min_kept: int = 100
+    ohem: dict = dataclasses.field(default_factory=lambda: {"thresh": 0.7, "min_kept": 100})
     class_weights: tuple = WEIGHTS
-    aux_weight: float = 0.4
+    aux: dict = dataclasses.field(default_factory=lambda: {"weight": 0.4})
     ignore_label: int = 255
 
 
@@ -294,7 +293,7 @@ def test_segmentation_loss_upsamples_and_weights_aux(cfg):
 
 
 def test_segmentation_loss_ohem_without_aux():
-    cfg = _LossConfig(name="ohem", class_weights=())
+    cfg = _LossConfig(name="ohem", class_weights=(), aux={"weight": 0.0})
     logits, labels = _random_case(14, margin=8.0)
     total, terms = losses.segmentation_loss(
         {"logits": jnp.asarray(logits)}, jnp.asarray(labels), cfg
@@ -308,7 +307,7 @@ def test_segmentation_loss_ohem_without_aux():
 
 def test_segmentation_loss_rejects_unknown_name():
     logits, labels = _random_case(15)
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="config.loss.name='focal'"):
         losses.segmentation_loss(
             {"logits": jnp.asarray(logits)}, jnp.asarray(labels), {"name": "focal"}
         )
@@ -321,3 +320,51 @@ def test_ohem_min_kept_is_floored_at_one_like_hrnet():
     want, threshold, kept = _ohem_reference(logits, labels, 0.7, 0)
     assert kept == 1 and threshold > 0.7
     np.testing.assert_allclose(_ohem(logits, labels, thresh=0.7, min_kept=0), want, rtol=1e-4)
+
+
+def test_a_head_no_enabled_term_trains_is_an_error():
+    logits, labels = _random_case(16)
+    outputs = {"logits": jnp.asarray(logits), "aux_logits": jnp.asarray(logits)}
+    with pytest.raises(losses.LossConfigError, match="'aux_logits'.*loss.aux.weight"):
+        losses.segmentation_loss(outputs, jnp.asarray(labels),
+                                 {"name": "ce", "aux": {"weight": 0.0}})
+    with pytest.raises(losses.LossConfigError, match="'edge_logits'"):
+        losses.segmentation_loss({"logits": jnp.asarray(logits), "edge_logits": outputs["logits"]},
+                                 jnp.asarray(labels), {"name": "ce", "aux": {"weight": 0.0}})
+
+
+@pytest.mark.parametrize("fields, missing", [({"aux": {"weight": 0.4}}, "aux_logits"),
+                                             ({"cbs": {"weight": 1.0}}, "boundary_logits")])
+def test_an_enabled_term_without_its_head_is_an_error(fields, missing):
+    logits, labels = _random_case(17)
+    with pytest.raises(losses.LossConfigError, match=f"no '{missing}' output"):
+        losses.segmentation_loss({"logits": jnp.asarray(logits)}, jnp.asarray(labels),
+                                 {"name": "ce", **fields})
+
+
+def test_unknown_settings_field_is_named():
+    logits, labels = _random_case(18)
+    with pytest.raises(losses.LossConfigError, match="config.loss.bcl has no field 'wieght'"):
+        losses.segmentation_loss({"logits": jnp.asarray(logits)}, jnp.asarray(labels),
+                                 {"name": "ce", "aux": {"weight": 0.0}, "bcl": {"wieght": 1.0}})
+
+
+def test_every_default_setting_is_a_config_field():
+    """configs/default.py takes the loss defaults from the registry, so they cannot drift; it
+    only switches on the default model's aux head."""
+    from configs import default
+
+    expected = losses.default_config()
+    expected["aux"]["weight"] = 0.4
+    assert default.get_config().loss.to_dict() == expected
+
+
+def test_for_global_batch_scales_or_groups_ohem():
+    cfg = {"name": "ohem", "ohem": {"min_kept": 131072, "min_kept_batch": 6, "scope": "global"}}
+    ohem = losses.for_global_batch(cfg, 12).ohem
+    assert (ohem.min_kept, ohem.groups) == (262144, 1)
+    cfg["ohem"]["scope"] = "group"
+    ohem = losses.for_global_batch(cfg, 12).ohem
+    assert (ohem.min_kept, ohem.groups) == (131072, 2)
+    with pytest.raises(ValueError, match="not a multiple"):
+        losses.for_global_batch(cfg, 8)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import param_count
 
 from segjax import convert, models
 from segjax.models import layers
@@ -19,20 +20,7 @@ from segjax.tools import parity, summary
 MODEL = "ddrnet23_slim"
 
 
-def _param_count(model, size=(64, 64)):
-    return convert.count_params(convert.model_template(model, (1, *size, 3)))
-
-
 # --------------------------------------------------------------------------- parity
-
-
-@pytest.mark.parametrize("size", ["128x256", "120x200"])
-def test_parity_against_official_outputs(parity_dir, size):
-    result = parity.run_parity(MODEL, parity_dir / f"{MODEL}_{size}.npz",
-                               parity_dir / f"{MODEL}.json")
-    assert set(result.errors) == {"logits", "aux_logits"}
-    assert result.max_abs_err <= 1e-4, result.errors
-    assert result.num_parameters == result.expected_parameters == 5734342
 
 
 def test_parity_cli_fails_above_tolerance(parity_dir, capsys):
@@ -74,7 +62,7 @@ def test_make_state_dict_follows_the_documented_rule(parity_dir):
 @pytest.mark.parametrize("aux_head, num_classes, expected", [
     (False, 19, 5695987), (True, 19, 5734342), (False, 11, 5695467), (True, 11, 5733302)])
 def test_param_counts(aux_head, num_classes, expected):
-    assert _param_count(models.build(MODEL, num_classes, aux_head=aux_head)) == expected
+    assert param_count(models.build(MODEL, num_classes, aux_head=aux_head)) == expected
 
 
 def test_per_module_param_counts_match_official():
@@ -162,9 +150,9 @@ class _TinyContext(nn.Module):
 
 
 def test_context_module_is_swappable():
-    base = _param_count(DDRNet(19, aux_head=False))
+    base = param_count(DDRNet(19, aux_head=False))
     swapped = DDRNet(19, aux_head=False, context=_TinyContext)
-    assert _param_count(swapped) == base - 1073408 + 512 * 128
+    assert param_count(swapped) == base - 1073408 + 512 * 128
     template = convert.model_template(swapped, (1, 64, 64, 3))
     assert set(template["params"]["spp"]) == {"proj"}
 

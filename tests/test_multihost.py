@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import portpicker
 import pytest
-from helpers import TINY_CONFIG
+from helpers import TINY_CONFIG, assert_trees_close
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS, MORE_STEPS = 3, 5
@@ -81,15 +81,6 @@ def read_state(workdir, step):
     tree = getattr(getattr(tree, "item_metadata", tree), "tree", tree)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-
-
-def assert_trees_close(a, b, tol=1e-5):
-    paths_a = jax.tree_util.tree_leaves_with_path(a)
-    leaves_b = jax.tree.leaves(b)
-    assert len(paths_a) == len(leaves_b)
-    for (path, x), y in zip(paths_a, leaves_b):
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                                   rtol=tol, atol=tol, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +202,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_checkpoint(runs):
             stderr=subprocess.STDOUT))
     try:
         deadline = time.time() + RUN_TIMEOUT_S
-        while "] [2] " not in (root / "preempted.0.log").read_text():
+        while "step 2/" not in (root / "preempted.0.log").read_text():
             assert time.time() < deadline and all(p.poll() is None for p in procs)
             time.sleep(0.5)
         procs[1].send_signal(signal.SIGTERM)

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from test_train import REPO, override
+from helpers import REPO, override
 
 from configs import bcmfnet_camvid
 from segjax import train

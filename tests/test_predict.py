@@ -6,7 +6,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from test_train import REPO, override, tiny_config
+from helpers import REPO, override, tiny_config
 
 from data_pipelines import metadata
 from segjax import predict, train
@@ -31,13 +31,13 @@ def _write_images(folder, sizes):
 @pytest.mark.slow
 def test_predict_writes_labels_colours_and_overlays(trained, tmp_path):
     config, workdir = trained
-    sizes = [(64, 96), (50, 70), (64, 96)]  # 50x70 needs padding to a multiple of 32
+    sizes = [(64, 96), (50, 70), (64, 96)]  # 50x70 is padded to DDRNet's multiple of 8
     _write_images(tmp_path / "in", sizes)
     config = override(config, **{"predict.input": str(tmp_path / "in"),
                                  "predict.output_dir": str(tmp_path / "out")})
     result = predict.predict(config, str(workdir))
     assert result["num_images"] == 3
-    assert sorted(set(map(tuple, result["compiled_sizes"]))) == [(64, 96)]
+    assert sorted(set(map(tuple, result["compiled_sizes"]))) == [(50, 70), (64, 96)]
     info = metadata.get_info("cityscapes")
     for i, (h, w) in enumerate(sizes):
         label = cv2.imread(str(tmp_path / "out" / "labels" / f"frame_{i}.png"),

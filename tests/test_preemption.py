@@ -21,8 +21,10 @@ TINY = ["--config=configs/quickstart.py", "--config.dataset.image_size=(64,96)",
         "--config.optimizer.warmup_steps=0", "--config.async_checkpointing=False"]
 
 
-# One CPU device: "bitwise" is a one-device promise (the suite simulates 8).
-ONE_DEVICE = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+# One CPU device: "bitwise" is a one-device promise (the suite simulates 8). No TF_* settings:
+# the runs see segjax's own defaults, as a newcomer's shell does.
+ONE_DEVICE = {**{k: v for k, v in os.environ.items() if not k.startswith("TF_")},
+              "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
 def start(workdir_path, *extra):
@@ -41,7 +43,7 @@ def wait_for_step(proc, step, timeout=300):
     seen, deadline = [], time.time() + timeout
     for line in proc.stdout:
         seen.append(line)
-        if f"] [{step}] " in line or time.time() > deadline:
+        if line.startswith(f"step {step}/") or time.time() > deadline:
             return seen
     return seen
 
@@ -60,6 +62,13 @@ def final_params(workdir_path):
 def test_sigterm_checkpoints_and_the_rerun_ends_bitwise_equal(tmp_path):
     reference = run(tmp_path / "ref")
     assert reference.returncode == 0, reference.stdout[-2000:] + reference.stderr[-2000:]
+    # The console a newcomer sees: segjax's header, progress, the evaluation table and where
+    # the results went; no TensorFlow/oneDNN start-up lines, no hyperparameter dump.
+    lines = reference.stdout.splitlines()
+    assert lines[0].startswith("segjax: ddrnet23_slim on synthetic (19 classes)"), lines[:3]
+    assert any(line.startswith("step 14/14 (100%)  loss ") for line in lines)
+    assert "mIoU=" in reference.stdout and lines[-1].startswith("Results of step 14 are in ")
+    assert reference.stderr.strip() == "", reference.stderr[-2000:]
     stop_after = int(np.random.default_rng(int(time.time())).integers(3, 10))
     proc = start(tmp_path / "run")
     wait_for_step(proc, stop_after)
@@ -90,7 +99,7 @@ def _leaves(tree):
 def test_a_second_run_on_a_held_workdir_stops_before_compiling(tmp_path):
     proc = start(tmp_path, "--config.num_train_steps=100000")
     try:
-        wait_for_step(proc, 1)
+        wait_for_step(proc, 2)  # the first step compiles; step 2 is the first progress line
         started = time.time()
         second = run(tmp_path)
         assert second.returncode == 1

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_train import override
+from helpers import override
 
 import data_pipelines
 from configs import bcmfnet_camvid, fassdnet_l2_camvid, msfnet_camvid, synergy_cityscapes

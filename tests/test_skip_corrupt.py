@@ -190,7 +190,7 @@ def test_evaluation_leaves_skipped_frames_out_and_reports_them(broken, tmp_path)
 
 @pytest.mark.slow
 def test_training_and_evaluation_report_skips(broken, tmp_path):
-    from test_train import tensorboard_tags, tiny_config
+    from helpers import tensorboard_tags, tiny_config
 
     from segjax import train
 

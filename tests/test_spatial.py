@@ -4,9 +4,9 @@ as pure data parallelism and as one device."""
 import jax
 import numpy as np
 import pytest
-from test_train import assert_trees_close, tiny_config
+from helpers import assert_trees_close, tiny_config
 
-from segjax import benchmark, evaluate, inference, sharding, train
+from segjax import benchmark, evaluate, inference, losses, runtime, sharding, train
 
 # Tall and narrow: DDRNet's 1/64 maps keep 2 rows per device on the spatial axis of 2, the
 # thinnest band `sharding.MIN_ROWS_PER_DEVICE` allows (single-row bands partition 3x3
@@ -33,7 +33,7 @@ def setup():
     config = tiny_config(**{"loss.name": "ohem", "optimizer.name": "sgd",
                             "optimizer.learning_rate": 0.01, "optimizer.warmup_steps": 0,
                             "data.crop_size": CROP})
-    model = train.build_model(config, NUM_CLASSES)
+    model = runtime.build_model(config, NUM_CLASSES)
     tx, schedule = train.make_optimizer(config.optimizer, config.num_train_steps)
     # NumPy-filled variables: compiling model.init would cost more than the steps under test.
     v = inference.random_variables(model, (1, *CROP, 3))
@@ -53,7 +53,8 @@ def train_results(setup):
     results = {}
     for name in ("1 device", "data 4 x spatial 2"):  # 1 vs data 8: tests/test_train.py
         mesh = MESHES[name]()
-        step = train.make_train_step(model, tx, schedule, train.loss_settings(config), mesh)
+        loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
+        step = train.make_train_step(model, tx, schedule, loss_cfg, mesh)
         global_batch = sharding.to_global(batch, mesh)
         new_state, scalars = step(jax.device_put(state, sharding.replicated(mesh)), global_batch)
         results[name] = (jax.device_get(new_state), jax.device_get(scalars), global_batch)
@@ -92,7 +93,8 @@ def test_eval_step_and_logits_match_one_device(setup):
         repl, pixels = sharding.replicated(mesh), sharding.batch_sharding(mesh, ndim=4)
         v = jax.device_put(variables, repl)
         global_batch = sharding.to_global(eval_batch, mesh)
-        eval_step = evaluate.make_eval_step(model, NUM_CLASSES, mesh)
+        eval_step = evaluate.make_eval_step(inference.Predictor.for_model(model), NUM_CLASSES,
+                                            mesh)
         cm, pred = eval_step(v, global_batch)
         logits = jax.jit(forward, in_shardings=(repl, pixels))(v, global_batch["image"])
         assert pred.sharding.spec == pixels.spec

@@ -9,7 +9,8 @@ from data_pipelines.camvid import CamVidSource
 from data_pipelines.metadata import CAMVID
 from data_pipelines.stats import count_split, format_table
 
-# datasets spec section 2, "val %" column (share of all pixels), ids 0..10.
+# Published share (%) of all SegNet CamVid val pixels per class, ids 0..10; the loader must
+# reproduce it, so a wrong label mapping cannot pass.
 VAL_PERCENT = [9.177, 25.962, 0.564, 28.953, 8.719, 16.336, 0.892, 3.078, 1.746, 0.651, 2.217]
 
 

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segjax import convert, losses, models, synergy_loss
+from segjax import convert, losses, models
+from segjax.losses import synergy as synergy_loss
 from segjax.models import synergy
 from segjax.tools import parity
 
@@ -40,7 +41,7 @@ def np_softmax(z):
 
 
 def np_fuse(z_lo, z_hi, fusion, attention=None):
-    """The four readings of Eq. 1 (spec §8.1), written from the formulas."""
+    """The four readings of Eq. 1, written from the formulas."""
     size = z_hi.shape[1:3]
     up = lambda t: np_resize(t, size)
     if fusion == "prob":
@@ -140,9 +141,9 @@ def _outputs(fusion, z_lo, z_hi, attention):
     return out
 
 
-def _cfg(**fields):
+def _cfg(synergy_loss="renormalised", scale_aux_weight=0.0, **fields):
     return {"name": "ce", "class_weights": (), "ignore_label": 255,
-            "synergy_loss": "renormalised", "scale_aux_weight": 0.0, **fields}
+            "synergy": {"kind": synergy_loss, "scale_aux_weight": scale_aux_weight}, **fields}
 
 
 def _np_mean_nll(gt_prob, labels, weights=None):
@@ -208,12 +209,13 @@ def test_loss_options_are_validated():
     outputs = _outputs("logits", *args)
     with pytest.raises(ValueError, match="probability fusion"):
         losses.segmentation_loss(outputs, jnp.asarray(labels), _cfg(synergy_loss="noisy_or"))
-    with pytest.raises(ValueError, match="synergy_loss"):
+    with pytest.raises(ValueError, match="config.loss.synergy.kind='dice'"):
         losses.segmentation_loss(outputs, jnp.asarray(labels), _cfg(synergy_loss="dice"))
-    # Single-scale models are untouched by the synergy fields.
+    # A single-scale model with the per-scale term on is refused, not silently unchanged.
     single = {"logits": outputs["logits"]}
-    total, terms = losses.segmentation_loss(single, jnp.asarray(labels),
-                                            _cfg(synergy_loss="noisy_or", scale_aux_weight=1.0))
+    with pytest.raises(losses.LossConfigError, match="no 'scale_logits' output"):
+        losses.segmentation_loss(single, jnp.asarray(labels), _cfg(scale_aux_weight=1.0))
+    total, terms = losses.segmentation_loss(single, jnp.asarray(labels), _cfg())
     assert set(terms) == {"loss/main"}
     np.testing.assert_allclose(total, losses.cross_entropy(single["logits"],
                                                            jnp.asarray(labels)), rtol=1e-6)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -12,56 +11,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    REPO,
+    assert_trees_close,
+    max_abs_diff,
+    tensorboard_tags,
+    tiny_config,
+    zero_init_state,
+)
 
-from configs import quickstart
-from segjax import checkpoint, sharding, train
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def tiny_config(narrow=True, **overrides):
-    """The quickstart recipe shrunk to seconds: a narrow DDRNet-23 on 64x64 crops."""
-    config = quickstart.get_config()
-    if narrow:
-        with config.unlocked():
-            config.model.kwargs.update(planes=8, spp_planes=16, head_planes=16)
-    config.dataset.image_size = (64, 96)
-    config.dataset.num_train = 32
-    config.dataset.num_eval = 5
-    config.data.crop_size = (64, 64)
-    config.global_batch_size = 8
-    config.eval_batch_size = 8
-    config.num_train_steps = 4
-    config.log_every_steps = 1
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 2
-    config.num_eval_images_to_log = 2
-    config.optimizer.warmup_steps = 0
-    config.optimizer.learning_rate = 1e-3
-    return override(config, **overrides)
-
-
-def override(config, **dotted):
-    """Sets `{"a.b": v}` fields, as `--config.a.b=v` would."""
-    for key, value in dotted.items():
-        target = config
-        *path, leaf = key.split(".")
-        for p in path:
-            target = getattr(target, p)
-        setattr(target, leaf, value)
-    return config
-
-
-def max_abs_diff(a, b):
-    fa, fb = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(fa) == len(fb)
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-               for x, y in zip(fa, fb))
-
-
-def assert_trees_close(a, b, tol):
-    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(x, y, rtol=tol, atol=tol, err_msg=jax.tree_util.keystr(path))
+from segjax import checkpoint, losses, runtime, sharding, train
 
 
 def test_make_mesh_fills_and_validates():
@@ -104,29 +63,11 @@ def test_sgd_weight_decay_is_coupled_like_pytorch():
     np.testing.assert_allclose(updates["w"], [-0.2], rtol=1e-6)
 
 
-def test_ohem_min_kept_scales_with_global_batch():
-    cfg = tiny_config(**{"global_batch_size": 12, "loss.ohem_min_kept": 131072,
-                         "loss.ohem_min_kept_batch": 6, "loss.ohem_scope": "global"})
-    settings = train.loss_settings(cfg)
-    assert (settings.ohem_min_kept, settings.ohem_groups) == (262144, 1)
-
-
-def test_ohem_group_scope_keeps_min_kept_per_group():
-    cfg = tiny_config(**{"global_batch_size": 12, "loss.name": "ohem",
-                         "loss.ohem_min_kept": 131072, "loss.ohem_min_kept_batch": 6,
-                         "loss.ohem_scope": "group"})
-    settings = train.loss_settings(cfg)
-    assert (settings.ohem_min_kept, settings.ohem_groups) == (131072, 2)
-    cfg = override(cfg, global_batch_size=8)
-    with pytest.raises(ValueError, match="global_batch_size=8 is not a multiple"):
-        train.loss_settings(cfg)
-
-
 def test_float64_needs_64_bit_jax():
     if jax.config.jax_enable_x64:
         pytest.skip("64-bit JAX is already on in this process")
     with pytest.raises(ValueError, match="JAX_ENABLE_X64"):
-        train.compute_dtype(tiny_config(dtype="float64"))
+        runtime.compute_dtype(tiny_config(dtype="float64"))
 
 
 def _one_step(config, devices):
@@ -134,10 +75,11 @@ def _one_step(config, devices):
 
     info = pipeline.dataset_info(config)
     mesh = sharding.make_mesh((-1,), ("data",), devices=devices)
-    model = train.build_model(config, info.num_classes)
+    model = runtime.build_model(config, info.num_classes)
     tx, schedule = train.make_optimizer(config.optimizer, config.num_train_steps)
     state = train.init_state(model, tx, jax.random.key(0), (1, 64, 64, 3), mesh)
-    step = train.make_train_step(model, tx, schedule, train.loss_settings(config), mesh)
+    loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
+    step = train.make_train_step(model, tx, schedule, loss_cfg, mesh)
     it = pipeline.make_train_iterator(config)
     batch = sharding.to_global(next(it), mesh)
     new_state, scalars = step(state, batch)
@@ -167,7 +109,7 @@ def _initial_params(config):
 
     info = pipeline.dataset_info(config)
     mesh = sharding.make_mesh((-1,), ("data",), devices=jax.devices()[:1])
-    model = train.build_model(config, info.num_classes)
+    model = runtime.build_model(config, info.num_classes)
     tx, _ = train.make_optimizer(config.optimizer, config.num_train_steps)
     return train.init_state(model, tx, jax.random.key(0), (1, 64, 64, 3), mesh).params
 
@@ -198,18 +140,6 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert again["history"] == {} and again["eval"]["miou"] == pytest.approx(payload["miou"])
 
 
-def tensorboard_tags(logdir):
-    from tensorboard.backend.event_processing import event_accumulator
-
-    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"tensors": 0})
-    acc.Reload()
-    by_plugin = {"scalars": set(), "images": set()}
-    for tag in acc.Tags()["tensors"]:
-        plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
-        by_plugin.setdefault(plugin, set()).add(tag)
-    return by_plugin
-
-
 def test_bfloat16_compute_keeps_float32_params_and_statistics():
     config = tiny_config(dtype="bfloat16")
     state, scalars = _one_step(config, jax.devices())
@@ -219,13 +149,12 @@ def test_bfloat16_compute_keeps_float32_params_and_statistics():
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, monkeypatch):
-    from test_fassdnet import zero_init_state
-
     monkeypatch.setattr(train, "init_state", zero_init_state)  # the refusal is under test
     train.train_and_evaluate(tiny_config(num_train_steps=2), tmp_path)
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     other = tiny_config(num_train_steps=2)
     other.model.kwargs.aux_head = False
+    other.loss.aux.weight = 0.0
     with pytest.raises(checkpoint.CheckpointMismatchError, match="different model"):
         train.train_and_evaluate(other, tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
@@ -263,7 +192,7 @@ sys.path.insert(0, {repo!r})
 from absl import flags
 flags.FLAGS.mark_as_parsed()
 sys.path.insert(0, {tests!r})
-from test_train import tiny_config
+from helpers import tiny_config
 from segjax import train
 config = tiny_config(num_train_steps={steps}, checkpoint_every_steps=1)
 train.train_and_evaluate(config, {workdir!r})

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import override, tiny_config
+from helpers import override, tiny_config
 
-from segjax import evaluate, inference, train
+from segjax import evaluate, inference, runtime, sharding
 
 # A pointwise "network": per-pixel linear class scores. Sliding windows and flips cannot
 # change its output, which makes exact reference checks possible.
@@ -112,17 +112,16 @@ def test_evaluation_with_test_time_augmentation(tmp_path):
     config = tiny_config(**{"eval_mode": "slide", "eval_window": (64, 64),
                             "eval_stride": (64, 32), "eval_scales": (0.75, 1.0),
                             "eval_flip": True})
-    setup = train.setup(config, str(tmp_path))
-    try:
-        view = evaluate.view_config(config)
-        assert view.input_multiple == 8  # DDRNet's requirement, from the registry
-        result, _ = evaluate.run_evaluation(setup.model, setup.state.variables(), config,
-                                            setup.mesh, info=setup.info)
-    finally:
-        setup.checkpointer.close()
+    view = runtime.view_config(config)
+    assert view.input_multiple == 8  # DDRNet's requirement, from the registry
+    model = runtime.build_model(config, 19)
+    variables = inference.random_variables(model, (1, 64, 64, 3))
+    mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
+    result, _ = evaluate.run_evaluation(model, variables, config, mesh,
+                                        info=runtime.dataset_info(config))
     assert result["num_images"] == 5
     assert result["mode"] == "slide 64x64/64x32, scales 0.75,1, flip"
     assert int(result["confusion_matrix"].sum()) > 0
     config = override(config, **{"eval_mode": "tiles"})
     with pytest.raises(ValueError, match="config.eval_mode='tiles'"):
-        evaluate.view_config(config)
+        runtime.view_config(config)

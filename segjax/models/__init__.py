@@ -1,7 +1,8 @@
-"""Model registry: family modules register their models with `@register(name, **traits)`.
+"""Model registry: family modules register their models with `@register(name, ...)`.
 
 Every module of this package is imported on first lookup, so adding a family is adding a
-file; there is no central table to keep in sync.
+file; there is no central table to keep in sync. That includes the PyTorch checkpoint key
+renames, which each model registers next to its own module names.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ import inspect
 import pkgutil
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 
-__all__ = ["accepted_kwargs", "available", "build", "default_kwargs", "register",
-           "traits", "typed_kwargs"]
+__all__ = ["Renames", "accepted_kwargs", "available", "build", "default_kwargs", "key_renames",
+           "register", "traits", "typed_kwargs"]
 
 _NOT_FAMILIES = frozenset({"layers"})
 # Dataclass fields every linen Module has, which are not model options.
 _MODULE_INTERNALS = frozenset({"parent", "name"})
+
+# How a model's PyTorch state-dict keys map onto its Flax paths, applied after the wrapper
+# prefixes are stripped: regex (pattern, replacement) pairs applied in order, or a function
+# returning the new key (None drops the key).
+Renames = Sequence[tuple[str, str]] | Callable[[str], str | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,24 +38,30 @@ class _Entry:
     factory: Callable[..., nn.Module]
     defaults: Mapping[str, Any]
     traits: Mapping[str, Any]
+    key_renames: Renames | None
 
 
 _REGISTRY: dict[str, _Entry] = {}
 _discovered = False
 
 
-def register(name: str, *, defaults: Mapping[str, Any] | None = None, **model_traits: Any):
+def register(name: str, *, defaults: Mapping[str, Any] | None = None,
+             key_renames: Renames | None = None, **model_traits: Any):
     """Register a Module class (or a factory taking `num_classes`) under `name`.
 
     `defaults` are constructor kwargs baked into this name (one class can back several
-    variants); `model_traits` record capabilities such as `aux_heads=1` for trainers.
-    Returns the decorated object unchanged.
+    variants). `key_renames` (see `Renames`) adapt released checkpoints whose keys differ
+    from our module names; `segjax.convert` applies them. `model_traits` are what callers
+    outside the model need to know: `backbone=True` (a trunk, not a segmentation model),
+    `input_multiple=8` (H and W must be multiples of it; evaluation pads to it) and
+    `aux_heads` (how many auxiliary logit outputs it returns). Returns the decorated object
+    unchanged.
     """
 
     def decorator(factory):
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = _Entry(factory, dict(defaults or {}), dict(model_traits))
+        _REGISTRY[name] = _Entry(factory, dict(defaults or {}), dict(model_traits), key_renames)
         return factory
 
     return decorator
@@ -81,6 +93,11 @@ def available() -> list[str]:
 def traits(name: str) -> dict[str, Any]:
     """The traits recorded at registration (a copy)."""
     return dict(_entry(name).traits)
+
+
+def key_renames(name: str) -> Renames | None:
+    """The PyTorch key renames registered with `name`; None when its keys need none."""
+    return _entry(name).key_renames
 
 
 def accepted_kwargs(name: str) -> tuple[str, ...] | None:

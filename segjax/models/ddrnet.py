@@ -67,7 +67,8 @@ class StridedConvs(nn.Module):
 
 
 def pyramid_pooling_fusion(x, train, branch_planes, out_planes, *, sources, kernels, dtype):
-    """The pooled-pyramid body DAPPM and LMFM share; only the refinement wiring differs.
+    """The pooled-pyramid body DAPPM and BCMFNet's LMFM share; only the refinement wiring
+    differs.
 
     Branch i (pooled k5/s2, k9/s4, k17/s8, global; BN-ReLU-1×1) is upsampled, added to
     `ys[sources[i-1]]` and refined by a BN-ReLU-conv of `kernels[i-1]`; the five maps are
@@ -110,50 +111,6 @@ class DAPPM(nn.Module):
                                       dtype=self.dtype)
 
 
-LMFM_CONNECTIONS = ("interval", "alternating")
-
-
-def check_lmfm_options(connection: str, p4_kernel: int) -> None:
-    """Reject unknown LMFM choices at construction, before any tracing."""
-    if connection not in LMFM_CONNECTIONS:
-        raise ValueError(f"unknown LMFM connection {connection!r}; "
-                         f"valid: {', '.join(LMFM_CONNECTIONS)}")
-    if not (isinstance(p4_kernel, int) and p4_kernel > 0 and p4_kernel % 2):
-        raise ValueError(f"LMFM p4_kernel must be a positive odd int, got {p4_kernel!r}")
-
-
-class LMFM(nn.Module):
-    """Low-resolution Multi-scale Fusion Module (BCMFNet), a drop-in for DAPPM.
-
-    The paper's wiring (its Fig. 3(d)) is lost; this is the spec's reconstruction (§2.3).
-    Same pooled branches as DAPPM, but with the "interval" connection each refinement reads
-    the branch two steps back (y2 = P2(s2+y0), y3 = P3(s3+y1), y4 = P4(s4+y2)), giving two
-    interleaved chains in which the smaller pooling kernels are processed deeper; P4 is a
-    1×1 because the GAP branch is spatially flat. That lands on the paper's 5.6M params.
-    `connection="alternating"` (alternative (a)) keeps DAPPM's adjacent cascade and
-    alternates 3×3/1×1 refinements; `p4_kernel=3` (alternative (b)) matches DAPPM's size.
-    """
-
-    branch_planes: int = 128
-    out_planes: int = 128
-    connection: str = "interval"
-    p4_kernel: int = 1
-    dtype: Dtype = jnp.float32
-
-    def __post_init__(self):
-        check_lmfm_options(self.connection, self.p4_kernel)
-        super().__post_init__()
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.connection == "interval":
-            sources, kernels = (0, 0, 1, 2), (3, 3, 3, self.p4_kernel)
-        else:
-            sources, kernels = (0, 1, 2, 3), (3, 1, 3, self.p4_kernel)
-        return pyramid_pooling_fusion(x, train, self.branch_planes, self.out_planes,
-                                      sources=sources, kernels=kernels, dtype=self.dtype)
-
-
 class SegmentHead(nn.Module):
     """BN-ReLU-3×3 then BN-ReLU-1×1 (biased) to classes; output stays at the input's scale."""
 
@@ -169,7 +126,7 @@ class SegmentHead(nn.Module):
                       name="conv2")(nn.relu(bn("bn2")(x)))
 
 
-@register("ddrnet23_slim", aux_heads=1, output_stride=8, input_multiple=8)
+@register("ddrnet23_slim", aux_heads=1, input_multiple=8)
 class DDRNet(nn.Module):
     """Dual-resolution network: a 1/8 high-resolution branch and a 1/64 context branch
     exchange features through two bilateral fusions; defaults are DDRNet-23-slim.
@@ -241,23 +198,3 @@ class DDRNet(nn.Module):
     def context_module(self, **kwargs: Any) -> nn.Module:
         """The `spp` module; subclasses add their context options here."""
         return self.context(**kwargs)
-
-
-@register("bcmfnet", aux_heads=1, output_stride=8, input_multiple=8)
-class BCMFNet(DDRNet):
-    """BCMFNet: DDRNet-23-slim with LMFM in place of DAPPM as `spp` (spec §2.2).
-
-    The LMFM choices are flat fields so configs can set them like any model kwarg.
-    """
-
-    context: Callable[..., nn.Module] = LMFM
-    lmfm_connection: str = "interval"
-    lmfm_p4_kernel: int = 1
-
-    def __post_init__(self):
-        check_lmfm_options(self.lmfm_connection, self.lmfm_p4_kernel)
-        super().__post_init__()
-
-    def context_module(self, **kwargs: Any) -> nn.Module:
-        return self.context(connection=self.lmfm_connection, p4_kernel=self.lmfm_p4_kernel,
-                            **kwargs)

@@ -1,13 +1,13 @@
 """DeepLabv3+ with a ResNet-50 trunk, as NVIDIA's `DeepV3PlusR50` (semantic-segmentation).
 
-The shared network of the multi-scale synergy model (spec §7). The NVIDIA variant differs
-from the common VainF/jfzhang95 ports in ways that change the weights' meaning, so they are
-kept: output stride 8 with every 3×3 of layer3/layer4 dilated (first blocks included), ASPP
-concatenated as [image-pool, 1×1, r12, r24, r36] with no projection inside, bare 1×1
-`bot_aspp`/`bot_fine` (no BN/ReLU), two 3×3 decoder convs and a bias-free classifier.
-Module names mirror NVIDIA's state-dict keys (`aspp.features.1.0`, `final.3`, ...); only
-the trunk stem differs (`backbone.layer0.{0,1}` is our `backbone.conv1`/`bn1`), which
-`segjax.convert.KEY_RENAMES` maps.
+Also the network the multi-scale synergy model (synergy.py) shares across its scales. The
+NVIDIA variant differs from the common VainF/jfzhang95 ports in ways that change the
+weights' meaning, so they are kept: output stride 8 with every 3×3 of layer3/layer4 dilated
+(first blocks included), ASPP concatenated as [image-pool, 1×1, r12, r24, r36] with no
+projection inside, bare 1×1 `bot_aspp`/`bot_fine` (no BN/ReLU), two 3×3 decoder convs and a
+bias-free classifier. Module names mirror NVIDIA's state-dict keys (`aspp.features.1.0`,
+`final.3`, ...); only the trunk stem differs (`backbone.layer0.{0,1}` is our
+`backbone.conv1`/`bn1`), which `KEY_RENAMES` maps.
 """
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ from segjax.models.resnet import Bottleneck, ResNet
 # ASPP rates at output stride 16; NVIDIA (and DeepLab) double them at output stride 8.
 ASPP_RATES_OS16 = (6, 12, 18)
 OUTPUT_STRIDES = (8, 16)
+
+# NVIDIA's trunk wraps torchvision's conv1/bn1 as `layer0.{0,1}`. A bare torchvision ImageNet
+# ResNet-50 (`conv1.`, `layer1.`, ...) lands in `backbone`; its `fc` is skipped (convert it
+# with strict=False).
+KEY_RENAMES = (
+    (r"^backbone\.layer0\.0\.", "backbone.conv1."),
+    (r"^backbone\.layer0\.1\.", "backbone.bn1."),
+    (r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."),
+)
 
 
 def aspp_rates(output_stride: int) -> tuple[int, ...]:
@@ -97,7 +106,7 @@ class DecoderHead(nn.Module):
         return conv2d(self.num_classes, 1, dtype=self.dtype, name="6")(x)
 
 
-@register("deeplabv3plus_r50", aux_heads=0, output_stride=1)
+@register("deeplabv3plus_r50", key_renames=KEY_RENAMES, aux_heads=0)
 class DeepLabV3Plus(nn.Module):
     """DeepLabv3+ R50 (NVIDIA `DeepV3PlusR50`): logits at the input size, float32.
 

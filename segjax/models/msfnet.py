@@ -1,8 +1,8 @@
 """MSFNet (Si et al., "Real-Time Semantic Segmentation via Multiply Spatial Fusion Network").
 
-No code was published, so the wiring is the reconstruction that reproduces the paper's
-FLOPs (spec §4.2): every ResNet-18 stage output B_i is average-pooled J times by Spatial
-Aware Pooling; the maps that share a resolution are concatenated and fused by one
+No code was published, so the wiring is reconstructed as the one whose FLOPs reproduce the
+paper's three published figures: every ResNet-18 stage output B_i is average-pooled J times
+by Spatial Aware Pooling; the maps that share a resolution are concatenated and fused by one
 depthwise-separable 3×3 to 256 channels (Multi-features Fusion Module); one or two
 independent upsampling branches climb from the coarsest MFM output to 1/8, each stage
 concatenating the upsampled features with that level's MFM output. With Class Boundary
@@ -15,6 +15,7 @@ B_1 itself (1/4) is not decoded; its poolings are.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
@@ -38,6 +39,14 @@ STAGE_MERGES = ("concat", "add")
 # Stride exponents of the ResNet stage outputs B_1..B_4 (1/4 .. 1/32).
 STAGE_LEVELS = (2, 3, 4, 5)
 FINEST_LEVEL = 3  # decoding ends at 1/8
+
+
+def imagenet_trunk_key(key: str) -> str | None:
+    """Key renames: MSFNet has no released weights, so a torchvision ImageNet ResNet-18 fills
+    `backbone` (its `fc` is dropped) and the decoder keeps its init (convert with strict=False).
+    """
+    return None if key.startswith("fc.") else re.sub(r"^(conv1|bn1|layer[1-4])\.",
+                                                      r"backbone.\1.", key)
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -138,7 +147,7 @@ def check_msfnet_options(num_classes, num_poolings, channels, stage_merge, pooli
                          f"supervision, one without), got {num_branches!r}")
 
 
-@register("msfnet", output_stride=1, boundary_head=True)
+@register("msfnet", key_renames=imagenet_trunk_key)
 class MSFNet(nn.Module):
     """Multiply Spatial Fusion Network on a torchvision-layout ResNet-18 (`backbone`).
 
@@ -148,11 +157,11 @@ class MSFNet(nn.Module):
     "without CBS" model (85.2 GFLOPs): a single upsampling branch and the classifier on its
     output. `num_branches` overrides that pairing for the branch ablation (0 = the paper's
     choice); with one branch and CBS the boundary head sits on that branch.
-    `channels` (256; 128 is the spec's alternative), `stage_merge` ("concat" | "add") and
-    `pooling` ("avg" | "max") are the spec's unsettled choices.
+    `channels` (256 or 128), `stage_merge` ("concat" | "add") and `pooling` ("avg" | "max")
+    are left open by the paper; the defaults are the reconstruction described above.
 
     Returns `logits` (N, H, W, C) at the input size and, with CBS, `boundary_logits`
-    (N, ceil(H/8), ceil(W/8), C+1) whose channel C means "not a boundary" (see segjax.cbs);
+    (N, ceil(H/8), ceil(W/8), C+1) whose channel C means "not a boundary" (see segjax.losses.cbs);
     both float32 whatever `dtype`.
     """
 

@@ -168,8 +168,7 @@ class ResNet(nn.Module):
 
 
 def _register_resnet(name: str, block: Block, stage_sizes: Sequence[int]):
-    @register(name, backbone=True, channels=tuple(64 * 2 ** i * block.expansion
-                                                  for i in range(4)))
+    @register(name, backbone=True)
     def factory(num_classes: int = 1000, output_stride: int = 32,
                 dilate_first_block: bool = True, include_top: bool = True,
                 dtype: Dtype = jnp.float32) -> ResNet:

@@ -1,9 +1,9 @@
 """Multi-scale synergy (Quyen & Kim): one DeepLabv3+ R50 at 0.5× and 1×, fused per pixel.
 
-The paper's Eq. 1, S = U(S_lo) + S_hi·U(1 − S_lo), is read as in spec §8.1 (R-A): S are
+The paper's Eq. 1, S = U(S_lo) + S_hi·U(1 − S_lo), leaves S open; by default (R-A) S are
 per-class softmax probabilities, x_lo is the input resized by 0.5 (bilinear,
 align_corners=False, size floored as NVIDIA's `ResizeX`) and U is bilinear upsampling to
-the high scale. The spec's other readings are selectable with `fusion`:
+the high scale. The other readings are selectable with `fusion`:
 
 - "prob"      R-A: S = U(P_lo) + P_hi·(1 − U(P_lo)), per class (a probabilistic OR).
 - "mask"      R-B: one uncertainty mask m = 1 − max_c U(P_lo); S = U(P_lo) + m·P_hi.
@@ -13,8 +13,8 @@ the high scale. The spec's other readings are selectable with `fusion`:
 
 Outputs: `logits` for argmax, softmax and CE. For the probability fusions S is not
 normalised over classes, so `logits` = log(S / Σ_c S) and CE on it is the NLL of the
-renormalised S (the spec's default loss); `fused_probs` is S itself for the other loss
-readings (segjax/synergy_loss.py). For the logit fusions `logits` = S. `scale_logits` are
+renormalised S (the default loss); `fused_probs` is S itself for the other loss
+readings (segjax/losses/synergy.py). For the logit fusions `logits` = S. `scale_logits` are
 (z_lo, z_hi), each at its own input size, for per-scale auxiliary losses.
 """
 
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import register
-from segjax.models.deeplab import DeepLabV3Plus
+from segjax.models.deeplab import KEY_RENAMES, DeepLabV3Plus
 from segjax.models.layers import BatchNorm, Dtype, conv2d, precise_dtype, resize_bilinear
 
 FUSIONS = ("prob", "mask", "logits", "attention")
@@ -104,7 +104,7 @@ class ScaleAttention(nn.Module):
         return jax.nn.sigmoid(x.astype(precise_dtype(self.dtype)))
 
 
-@register("synergy_deeplabv3plus_r50", aux_heads=0, output_stride=1)
+@register("synergy_deeplabv3plus_r50", key_renames=KEY_RENAMES, aux_heads=0)
 class SynergyDeepLabV3Plus(DeepLabV3Plus):
     """DeepLabv3+ R50 run with shared weights on the 0.5× and 1× inputs, predictions fused.
 

@@ -67,9 +67,9 @@ def config_for_model(name: str) -> pathlib.Path:
 
 
 def default_configs() -> list[pathlib.Path]:
-    from segjax import train
+    from segjax import runtime
 
-    return [config_for_model(name) for name in train.segmentation_models()]
+    return [config_for_model(name) for name in runtime.segmentation_models()]
 
 
 def load_config(path: str | pathlib.Path):
@@ -132,7 +132,7 @@ def compile_train_step(config, devices: Sequence[Any], mesh_shape: tuple[int, in
     import jax.numpy as jnp
 
     from data_pipelines import metadata
-    from segjax import inference, sharding, train
+    from segjax import inference, losses, runtime, sharding, train
 
     n = len(devices)
     batch = int(config.global_batch_size)
@@ -149,9 +149,10 @@ def compile_train_step(config, devices: Sequence[Any], mesh_shape: tuple[int, in
     sharding.check_height(height, mesh, min_rows=1)
 
     num_classes = metadata.get_info(config.dataset.name).num_classes
-    model = train.build_model(config, num_classes)
+    model = runtime.build_model(config, num_classes)
     tx, schedule = train.make_optimizer(config.optimizer, config.num_train_steps)
-    step = train.make_train_step(model, tx, schedule, train.loss_settings(config), mesh,
+    loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
+    step = train.make_train_step(model, tx, schedule, loss_cfg, mesh,
                                  inference.InputNorm.from_config(config.data))
 
     start = time.perf_counter()

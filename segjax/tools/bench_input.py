@@ -221,8 +221,13 @@ def main(argv):
               f"{max(r[-1] for r in rows):.1f} img/s)", flush=True)
 
 
-if __name__ == "__main__":
+def run():
+    """Entry point (`segjax-bench-input`)."""
     define_flags()
     from segjax import cli
 
     app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()

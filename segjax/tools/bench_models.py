@@ -71,10 +71,10 @@ HEADER = ("| model | config | H×W | dtype | FPS | p50 ms | p90 ms | compile s |
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from segjax import train
+    from segjax import runtime
     from segjax.tools.aot import config_for_model
 
-    names = FLAGS.models or train.segmentation_models()
+    names = FLAGS.models or runtime.segmentation_models()
     try:
         configs = {name: config_for_model(name) for name in names}
     except FileNotFoundError as e:
@@ -93,6 +93,11 @@ def main(argv):
     print(f"\n{HEADER}\n" + "\n".join(rows))
 
 
-if __name__ == "__main__":
+def run():
+    """Entry point (`segjax-bench-models`)."""
     define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

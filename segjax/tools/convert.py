@@ -46,7 +46,7 @@ def convert_to_checkpoint(source: str | pathlib.Path, out: str | pathlib.Path, m
     template = convert.model_template(model)
     try:
         variables = convert.torch_to_flax(state_dict, template, strict=True,
-                                          renames=convert.KEY_RENAMES.get(model_name))
+                                          renames=models.key_renames(model_name))
     except convert.ConversionError as err:
         raise convert.ConversionError(
             f"{source} is not a whole {model_name!r} state dict with {num_classes} classes and "

@@ -42,15 +42,16 @@ def step_rate(config, num_steps: int) -> tuple[float, float]:
     import numpy as np
 
     from data_pipelines import metadata
-    from segjax import inference, sharding, train
+    from segjax import inference, losses, runtime, sharding, train
 
     info = metadata.get_info(config.dataset.name)
     mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
-    model = train.build_model(config, info.num_classes)
+    model = runtime.build_model(config, info.num_classes)
     tx, schedule = train.make_optimizer(config.optimizer, max(config.num_train_steps, 1))
     height, width = config.data.crop_size
     state = train.init_state(model, tx, jax.random.key(0), (1, height, width, 3), mesh)
-    step = train.make_train_step(model, tx, schedule, train.loss_settings(config), mesh,
+    loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
+    step = train.make_train_step(model, tx, schedule, loss_cfg, mesh,
                                  inference.InputNorm.from_config(config.data),
                                  running_variance=config.bn_running_variance)
     rng = np.random.default_rng(0)
@@ -118,8 +119,13 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def run():
+    """Entry point (`segjax-timed-train`)."""
     define_flags()
     from segjax import cli
 
     app.run(lambda argv: sys.exit(main(argv)), flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()

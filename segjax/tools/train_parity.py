@@ -29,7 +29,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from segjax import cli, convert, inference, sharding, train
+from segjax import cli, convert, inference, losses, models, runtime, sharding, train
 from segjax.tools import parity
 
 # The recipe whose loss and training semantics each fixture's official code defines.
@@ -86,14 +86,14 @@ def fixture_config(recipe: ml_collections.ConfigDict, fixture: Mapping[str, Any]
         weights = loss["head_weights"]
         if weights["main"] != 1.0:
             raise ValueError(f"main head weight {weights['main']}: segjax weighs it 1")
-        config.loss.ohem_thresh = float(loss["thresh"])
-        config.loss.ohem_min_kept = int(loss["min_kept"])
-        config.loss.ohem_min_kept_batch = batch  # the fixture's batch is one GPU's batch
+        config.loss.ohem.thresh = float(loss["thresh"])
+        config.loss.ohem.min_kept = int(loss["min_kept"])
+        config.loss.ohem.min_kept_batch = batch  # the fixture's batch is one GPU's batch
         config.loss.class_weights = tuple(loss["class_weights"])
-        config.loss.aux_weight = float(weights["aux"])
+        config.loss.aux.weight = float(weights["aux"])
     elif kind == "bootstrap":
-        config.loss.bootstrap_thresh = float(loss["loss_th"])
-        config.loss.bootstrap_min_kept = int(loss["min_K"])
+        config.loss.bootstrap.thresh = float(loss["loss_th"])
+        config.loss.bootstrap.min_kept = int(loss["min_K"])
         config.loss.class_weights = tuple(loss.get("weight") or ())
     else:
         config.loss.class_weights = ()
@@ -135,11 +135,11 @@ def run_two_steps(config, fixture: Mapping[str, Any], manifest: Mapping[str, Any
                   batch: Mapping[str, np.ndarray]) -> StepRecord:
     """Two steps of the trainer's jitted train step from the converted parity weights."""
     name, precision = config.model.name, config.dtype
-    model = train.build_model(config, int(manifest["num_classes"]))
+    model = runtime.build_model(config, int(manifest["num_classes"]))
     state_dict = parity.make_state_dict(manifest["manifest"])
     height, width = batch["image"].shape[2:]
     template = convert.model_template(model, (1, height, width, 3))
-    renames = convert.KEY_RENAMES.get(name)
+    renames = models.key_renames(name)
     variables = convert.torch_to_flax(state_dict, template, renames=renames)
     paths = convert.flax_paths(state_dict, template, renames=renames)
 
@@ -149,19 +149,20 @@ def run_two_steps(config, fixture: Mapping[str, Any], manifest: Mapping[str, Any
         step=np.zeros((), np.int32), params=variables["params"],
         batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"])),
         sharding.replicated(mesh))
-    step = train.make_train_step(model, tx, schedule, train.loss_settings(config), mesh,
+    loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
+    step = train.make_train_step(model, tx, schedule, loss_cfg, mesh,
                                  inference.InputNorm.from_config(config.data),
                                  running_variance=config.bn_running_variance,
                                  return_grads=True)
     images = np.transpose(batch["image"], (0, 2, 3, 1)).astype(precision)
     device_batch = sharding.to_global({"image": images, "label": batch["label"]}, mesh)
 
-    losses, terms, grads = [], {}, None
+    loss_values, terms, grads = [], {}, None
     initial = jax.device_get(state.params)
     for index in range(config.num_train_steps):
         state, scalars, step_grads = step(state, device_batch)
         scalars = jax.device_get(scalars)
-        losses.append(float(scalars["loss"]))
+        loss_values.append(float(scalars["loss"]))
         for key, value in scalars.items():
             if key.startswith("loss/"):
                 terms.setdefault(key[len("loss/"):], []).append(float(value))
@@ -182,7 +183,7 @@ def run_two_steps(config, fixture: Mapping[str, Any], manifest: Mapping[str, Any
     stats = lambda leaf: np.concatenate([
         torch_tensor(final, f"{bn}.{leaf}") for bn in fixture["bn_keys"]])
     return StepRecord(
-        loss=np.asarray(losses), terms={k: np.asarray(v) for k, v in terms.items()},
+        loss=np.asarray(loss_values), terms={k: np.asarray(v) for k, v in terms.items()},
         grads={k: torch_tensor({"params": grads}, k) for k in learnable},
         deltas={k: torch_tensor({"params": delta_tree}, k) for k in learnable},
         bn_mean=stats("running_mean"), bn_var=stats("running_var"),

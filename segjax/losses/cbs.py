@@ -2,8 +2,8 @@
 
 The paper defines a pixel as a boundary pixel when some pixel within distance ε has another
 class, labels boundary pixels with their class and everything else 0, and computes the loss
-directly at 1/8 (upsampled supervision scored worse). The details it leaves open follow
-spec §4.3:
+directly at 1/8 (upsampled supervision scored worse). The details it leaves open are
+decided as follows:
 
 - 1/8 labels: the centre sample of each 8×8 block (row 8i+4, col 8j+4). The map has the
   boundary logits' size ceil(H/8) × ceil(W/8); a last, partial block of n < 8 rows (or
@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segjax import losses
+from segjax.losses.ce import cross_entropy
+from segjax.losses.common import IGNORE_LABEL, get, valid_mask
+from segjax.losses.registry import register_loss_term, register_settings, settings
 
 LABEL_MODES = ("extra_class", "literal")
 FACTOR = 8
@@ -54,7 +56,7 @@ def boundary_mask(
     *,
     epsilon: int = 1,
     num_classes: int | None = None,
-    ignore_label: int = losses.IGNORE_LABEL,
+    ignore_label: int = IGNORE_LABEL,
     ignore_makes_boundary: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """(boundary, valid) for a (N, h, w) label map: valid pixels with a differing neighbour.
@@ -64,9 +66,7 @@ def boundary_mask(
     if not (isinstance(epsilon, int) and epsilon >= 1):
         raise ValueError(f"boundary width epsilon must be an int >= 1, got {epsilon!r}")
     labels = jnp.asarray(labels).astype(jnp.int32)
-    valid = (labels >= 0) & (labels != ignore_label)
-    if num_classes is not None:
-        valid = valid & (labels < num_classes)
+    valid = valid_mask(labels, num_classes, ignore_label)
     # Invalid labels are all one value, so that they never differ among themselves.
     labels = jnp.where(valid, labels, ignore_label)
     e = epsilon
@@ -90,7 +90,7 @@ def boundary_labels(
     *,
     epsilon: int = 1,
     label_mode: str = "extra_class",
-    ignore_label: int = losses.IGNORE_LABEL,
+    ignore_label: int = IGNORE_LABEL,
     ignore_makes_boundary: bool = False,
     factor: int = FACTOR,
 ) -> jax.Array:
@@ -115,28 +115,33 @@ def boundary_labels(
     return jnp.where(valid, target, ignore_label).astype(jnp.int32)
 
 
-@losses.register_loss_term("boundary")
-def _boundary_term(outputs: Mapping[str, jax.Array], labels: jax.Array, loss_cfg: Any):
-    """λ·CE(boundary_logits, CBS labels) at 1/8, for models that predict boundaries.
+register_settings("cbs", {
+    "weight": 0.0,  # λ; 0 = off (the MSFNet recipes use 1)
+    "epsilon": 1,  # boundary width ε, 1/8-scale pixels (Chebyshev)
+    "ignore_neighbours_make_boundary": False,
+    "label_mode": "extra_class",  # extra_class (C = non-boundary) | literal (0 = non-boundary)
+})
 
-    No class weights, as in the paper; `cbs_weight` 0 turns the term off.
-    """
-    logits = outputs.get("boundary_logits")
-    get = losses._cfg_get
-    weight = get(loss_cfg, "cbs_weight", 1.0)
-    if logits is None or not weight:
-        return None
+
+@register_loss_term(
+    "boundary", consumes=("boundary_logits",), weight=lambda cfg: settings(cfg, "cbs")["weight"],
+    hint="set --config.loss.cbs.weight (1 in the MSFNet recipes) and "
+         "--config.model.kwargs.class_boundary_supervision together")
+def boundary_term(outputs: Mapping[str, jax.Array], labels: jax.Array, loss_cfg: Any):
+    """CE(boundary_logits, CBS labels) at 1/8, without class weights as in the paper."""
+    logits = outputs["boundary_logits"]
+    cbs = settings(loss_cfg, "cbs")
     expected = tuple(-(-n // FACTOR) for n in labels.shape[1:3])
     if tuple(logits.shape[1:3]) != expected:
         raise ValueError(f"boundary_logits are {tuple(logits.shape[1:3])}, the 1/{FACTOR} of "
                          f"{tuple(labels.shape[1:3])} labels is {expected}")
-    ignore_label = get(loss_cfg, "ignore_label", losses.IGNORE_LABEL)
+    ignore_label = get(loss_cfg, "ignore_label", IGNORE_LABEL)
     targets = boundary_labels(
         labels,
         logits.shape[-1] - 1,
-        epsilon=get(loss_cfg, "cbs_epsilon", 1),
-        label_mode=get(loss_cfg, "cbs_label_mode", "extra_class"),
+        epsilon=cbs["epsilon"],
+        label_mode=cbs["label_mode"],
         ignore_label=ignore_label,
-        ignore_makes_boundary=get(loss_cfg, "cbs_ignore_neighbours_make_boundary", False),
+        ignore_makes_boundary=cbs["ignore_neighbours_make_boundary"],
     )
-    return losses.cross_entropy(logits, targets, ignore_label=ignore_label), float(weight)
+    return cross_entropy(logits, targets, ignore_label=ignore_label)

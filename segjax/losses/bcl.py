@@ -1,4 +1,5 @@
-"""Flip Boundary Corrected Loss (BCL, BCMFNet), reconstructed as in spec §3.2.
+"""Flip Boundary Corrected Loss (BCL, BCMFNet), reconstructed from the paper's Eq. 2 and its
+text, which leave the choices below open.
 
 The ground truth is flipped by pairwise block swaps along H and W; where the flipped label
 differs from the original the pixel lies within `step` pixels of a label transition, so the
@@ -27,7 +28,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from segjax import losses
+from segjax.losses.ce import pixel_loss
+from segjax.losses.common import IGNORE_LABEL, get, pixelwise_cross_entropy, upsample_logits
+from segjax.losses.registry import register_loss_term, register_settings, settings
 
 TARGETS = ("orig", "flipped")
 
@@ -52,30 +55,6 @@ def flip_labels(
     rows = flip_permutation(labels.shape[1], step, phase_h)
     cols = flip_permutation(labels.shape[2], step, phase_w)
     return jnp.take(labels, rows, axis=1), jnp.take(labels, cols, axis=2)
-
-
-def _valid(labels, ignore_label, num_classes=None):
-    valid = (labels >= 0) & (labels != ignore_label)
-    if num_classes is not None:
-        valid = valid & (labels < num_classes)
-    return valid
-
-
-def band_masks(
-    labels: jax.Array,
-    step: int,
-    phase_h: Any = 0,
-    phase_w: Any = 0,
-    ignore_label: int = losses.IGNORE_LABEL,
-    num_classes: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """(M_r, M_c): both labels valid and the flipped label differs from the original."""
-    labels = jnp.asarray(labels)
-    g_r, g_c = flip_labels(labels, step, phase_h, phase_w)
-    valid = _valid(labels, ignore_label, num_classes)
-    m_r = valid & _valid(g_r, ignore_label, num_classes) & (g_r != labels)
-    m_c = valid & _valid(g_c, ignore_label, num_classes) & (g_c != labels)
-    return m_r, m_c
 
 
 def draw_phase(rng: jax.Array, step: int) -> jax.Array:
@@ -128,9 +107,10 @@ def boundary_corrected_loss(
     random_phase: bool = True,
     target: str = "orig",
     class_weights: Sequence[float] | None = None,
-    ignore_label: int = losses.IGNORE_LABEL,
+    ignore_label: int = IGNORE_LABEL,
 ) -> jax.Array:
-    """L_b of spec §3.2 steps 1-7, averaged over the batch.
+    """L_b of Eq. 2, averaged over the batch: hardness scores on the flip bands, NMS, an
+    OHEM-style threshold, then the selected pixels' losses.
 
     `rng_or_phase` is a PRNG key (phases drawn with `draw_phase`) or an explicit phase, an int
     or (phase_h, phase_w); it is ignored (phase 0) when `random_phase` is False. Selection is
@@ -140,12 +120,12 @@ def boundary_corrected_loss(
         raise ValueError(f"unknown BCL target {target!r}; expected one of {TARGETS}")
     if nms_window < 1 or nms_window % 2 == 0:
         raise ValueError(f"nms_window must be a positive odd integer, got {nms_window}")
-    logits = losses.upsample_logits(logits.astype(jnp.float32), labels.shape[1:3])
+    logits = upsample_logits(logits.astype(jnp.float32), labels.shape[1:3])
     phase = _resolve_phase(rng_or_phase, step, random_phase)
     g_r, g_c = flip_labels(labels, step, phase[0], phase[1])
 
     def ce(target_labels):
-        return losses.pixelwise_cross_entropy(
+        return pixelwise_cross_entropy(
             logits, target_labels, class_weights=class_weights, ignore_label=ignore_label
         )
 
@@ -192,33 +172,49 @@ def _label_rng(labels: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(0), stat)
 
 
-@losses.register_loss_term("bcl")
-def _bcl_term(outputs: Mapping[str, jax.Array], labels: jax.Array, loss_cfg: Any):
-    """λ·L_b on the main logits when `loss_cfg.bcl_weight` is set.
+register_settings("bcl", {
+    "weight": 0.0,  # λ; 0 = off
+    "step": 4,  # flip step s, label pixels: bands of width <= s around label transitions
+    "alpha": 0.5,  # row-flip weight
+    "beta": 0.5,  # column-flip weight
+    "nms_window": 3,  # k; 1 turns NMS off
+    "tau": 0.357,  # loss threshold, -ln 0.7
+    "min_kept_fraction": 0.01,  # ρ_min of the valid pixels, per image
+    "random_phase": True,  # shift the flip blocks so bands do not align to a fixed grid
+    "target": "orig",  # orig | flipped: labels the selected band pixels are scored against
+    "replaces_ohem": False,  # main head: plain CE + BCL instead of OHEM + BCL
+})
 
-    The phase comes from `outputs["rng"]` when the model step supplies one, otherwise from a
-    hash of the label sum, which is deterministic per batch yet varies across random crops.
-    """
-    get = losses._cfg_get
-    weight = get(loss_cfg, "bcl_weight", None)
-    if not weight:
-        return None
-    rng = outputs.get("rng") if isinstance(outputs, Mapping) else None
-    if rng is None:
-        rng = _label_rng(labels)
-    value = boundary_corrected_loss(
+
+@register_loss_term("bcl", consumes=("logits",),
+                    weight=lambda cfg: settings(cfg, "bcl")["weight"])
+def bcl_term(outputs: Mapping[str, jax.Array], labels: jax.Array, loss_cfg: Any):
+    """L_b on the main logits. The phase comes from a hash of the label sum: deterministic
+    per batch, yet it varies across random crops."""
+    bcl = settings(loss_cfg, "bcl")
+    return boundary_corrected_loss(
         outputs["logits"],
         labels,
-        rng,
-        step=get(loss_cfg, "bcl_step", 4),
-        alpha=get(loss_cfg, "bcl_alpha", 0.5),
-        beta=get(loss_cfg, "bcl_beta", 0.5),
-        nms_window=get(loss_cfg, "bcl_nms_window", 3),
-        tau=get(loss_cfg, "bcl_tau", 0.357),
-        min_kept_fraction=get(loss_cfg, "bcl_min_kept_fraction", 0.01),
-        random_phase=get(loss_cfg, "bcl_random_phase", True),
-        target=get(loss_cfg, "bcl_target", "orig"),
+        _label_rng(labels),
+        step=bcl["step"],
+        alpha=bcl["alpha"],
+        beta=bcl["beta"],
+        nms_window=bcl["nms_window"],
+        tau=bcl["tau"],
+        min_kept_fraction=bcl["min_kept_fraction"],
+        random_phase=bcl["random_phase"],
+        target=bcl["target"],
         class_weights=get(loss_cfg, "class_weights") or None,
-        ignore_label=get(loss_cfg, "ignore_label", losses.IGNORE_LABEL),
+        ignore_label=get(loss_cfg, "ignore_label", IGNORE_LABEL),
     )
-    return value, float(weight)
+
+
+def _replaces_ohem(cfg) -> float:
+    bcl = settings(cfg, "bcl")
+    return 1.0 if bcl["weight"] and bcl["replaces_ohem"] else 0.0
+
+
+@register_loss_term("main_ce", consumes=("logits",), weight=_replaces_ohem, replaces="main")
+def main_ce_term(outputs: Mapping[str, jax.Array], labels: jax.Array, loss_cfg: Any):
+    """BCL taking over hard-pixel mining on the main head: plain CE there, OHEM stays on aux."""
+    return pixel_loss(outputs["logits"], labels, loss_cfg, name="ce")
