@@ -49,6 +49,28 @@ def camvid(config, *, crop=(360, 480), global_batch_size=16, steps=20000):
     return config
 
 
+def bgr_imagenet_input(config):
+    """FC-HarDNet / FASSD-Net input: BGR frames with the ImageNet statistics in BGR order."""
+    config.data.mean = BGR_MEAN
+    config.data.std = BGR_STD
+    config.data.channel_order = "bgr"
+    return config
+
+
+def adam_cosine(config, learning_rate, *, end_learning_rate, weight_decay):
+    """Adam (PyTorch's betas, coupled weight decay) with a cosine decay, no warm-up: the
+    MSFNet/SwiftNet schedule."""
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = learning_rate
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.weight_decay = weight_decay
+    config.optimizer.schedule = "cosine"
+    config.optimizer.end_learning_rate = end_learning_rate
+    config.optimizer.warmup_steps = 0
+    return config
+
+
 def sgd_poly(config, learning_rate, *, momentum=0.9, weight_decay=5e-4, power=0.9):
     """SGD with coupled weight decay and a poly decay to 0 per step, as every official
     CNN segmentation trainer here uses."""

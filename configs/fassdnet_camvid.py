@@ -19,10 +19,7 @@ def get_config(variant=None):
                            steps=20000)
     config.model.name = "fassdnet"
     config.model.kwargs = ml_collections.ConfigDict({"alpha": 2})
-    config.data.mean = common.BGR_MEAN
-    config.data.std = common.BGR_STD
-    config.data.channel_order = "bgr"
-    config.data.hflip = True
+    common.bgr_imagenet_input(config)
     common.sgd_poly(config, 0.02)
     # FC-HarDNet's bootstrapped_cross_entropy2d: per image, the pixel losses above 0.3, at
     # least the 4096 largest; no class weights, no auxiliary head.

@@ -38,16 +38,5 @@ def get_config():
     config.loss.cbs.weight = 1.0
     config.loss.cbs.epsilon = 1
     config.loss.cbs.label_mode = "extra_class"
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-4
-    config.optimizer.b1 = 0.9
-    config.optimizer.b2 = 0.999
-    config.optimizer.weight_decay = 2.5e-5
-    config.optimizer.schedule = "cosine"
-    config.optimizer.end_learning_rate = 1e-6
-    config.optimizer.warmup_steps = 0
-    config.optimizer.decoder_lr_multiplier = 1.0
-    config.optimizer.decoder_wd_multiplier = 1.0
-    config.data.scale_range = (0.5, 2.0)
-    config.data.hflip = True
+    common.adam_cosine(config, 1e-4, end_learning_rate=1e-6, weight_decay=2.5e-5)
     return config.lock()
