@@ -128,18 +128,23 @@ def get_config() -> ml_collections.ConfigDict:
     config.predict.label_format = "trainids"  # trainids | labelids (Cityscapes ids)
     config.predict.overlays = True
 
-    # --mode=export: the latest checkpoint as one serialized program, uint8 RGB frames of
-    # this HxW (any batch) -> uint8 labels ("" = benchmark.resolution); segjax/export.py.
+    # --mode=export: the latest checkpoint as one file for a runtime, uint8 RGB frames of
+    # this HxW -> uint8 labels ("" = benchmark.resolution); segjax/export.py.
     config.export = ml_collections.ConfigDict()
+    config.export.format = "jax"  # jax (XLA) | onnx (ONNX Runtime, TensorRT) | tflite (LiteRT)
     config.export.resolution = ""
     config.export.fold_batchnorm = True
-    config.export.output = ""  # "" = WORKDIR/export/<model>_<dataset>_<HxW>.jaxexport
+    config.export.logits = False  # True: float32 class scores instead of labels
+    config.export.batch = 1  # frames per call of a LiteRT file (jax and onnx take any)
+    config.export.float16 = False  # LiteRT weights in float16 (half the file)
+    config.export.output = ""  # "" = WORKDIR/export/<model>_<dataset>_<HxW>.<format suffix>
 
     # --mode=benchmark: the papers' speed protocol (segjax/benchmark.py).
     config.benchmark = ml_collections.ConfigDict()
     config.benchmark.resolution = "1024x2048"  # HxW
     config.benchmark.batch_size = 1
     config.benchmark.dtype = "float32"  # float32 | bfloat16
+    config.benchmark.runtime = "xla"  # xla | onnxruntime | litert (float32, one device)
     config.benchmark.fold_batchnorm = True
     config.benchmark.warmup = 10
     config.benchmark.time_budget_s = 10.0

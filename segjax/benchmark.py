@@ -6,7 +6,13 @@ an iteration count calibrated to a time budget. FPS comes from a loop synchronis
 the end (how the papers time); latency percentiles from a loop synchronised per call.
 
     python run.py --config=configs/bcmfnet_cityscapes.py --mode=benchmark --workdir=DIR \
-        [--config.benchmark.resolution=1024x2048] [--config.benchmark.dtype=bfloat16]
+        [--config.benchmark.resolution=1024x2048] [--config.benchmark.dtype=bfloat16] \
+        [--config.benchmark.runtime=xla|onnxruntime|litert]
+
+Every runtime times the same program, the folded network forward from a normalised float32
+input to its logits: XLA runs it jitted, ONNX Runtime and LiteRT run the file that
+`--mode=export` would write for it (segjax/deploy.py), on the host's cores; their
+"compile" time is conversion plus session set-up.
 
 With a non-default `config.mesh` (e.g. `--config.mesh.shape='(1, -1)'
 --config.mesh.axes='("data", "spatial")'`) the forward runs on the whole mesh: the input is
@@ -24,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from segjax import inference, models, runtime, sharding
+from segjax import deploy, inference, models, runtime, sharding
 
 __all__ = ["DEVICE_PEAKS", "device_peak", "parse_resolution", "run_benchmark"]
 
@@ -94,7 +100,8 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
                   resolution=(1024, 2048), batch_size: int = 1, dtype: str = "float32",
                   fold_batchnorm: bool = True, warmup: int = 5, time_budget_s: float = 10.0,
                   min_iterations: int = 5, max_iterations: int = 10_000, seed: int = 0,
-                  mesh: jax.sharding.Mesh | None = None, printer=print) -> dict[str, Any]:
+                  mesh: jax.sharding.Mesh | None = None, runtime_name: str = "xla",
+                  printer=print) -> dict[str, Any]:
     """Time the inference forward of a registry model; returns (and prints) the figures.
 
     Without `mesh`, on one device (the papers' protocol); with one, sharded over it (see
@@ -102,6 +109,10 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
     if dtype not in BENCHMARK_DTYPES:
         raise ValueError(f"config.benchmark.dtype={dtype!r}; choose "
                          f"{' or '.join(BENCHMARK_DTYPES)}")
+    deploy.check_runtime(runtime_name)
+    if runtime_name != "xla" and (dtype != "float32" or mesh is not None):
+        raise ValueError(f"config.benchmark.runtime={runtime_name!r} times float32 on one "
+                         "device: drop config.benchmark.dtype / config.mesh, or use runtime=xla")
     height, width = parse_resolution(resolution)
     if batch_size < 1:
         raise ValueError(f"config.benchmark.batch_size={batch_size}: must be >= 1")
@@ -136,18 +147,24 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
 
     start = time.perf_counter()
     lowered = jitted.lower(variables, images)
-    compiled = lowered.compile()
+    cost = _cost(lowered)
+    if runtime_name == "xla":
+        call, args = lowered.compile(), (variables, images)
+        cost = _cost(call)
+    else:
+        blob = deploy.serialize(lambda x: forward(variables, x),
+                                jax.ShapeDtypeStruct(shape, np.float32),
+                                deploy.RUNTIMES[runtime_name])
+        call, args = deploy.load(blob, deploy.RUNTIMES[runtime_name]), (np.asarray(images),)
     compile_s = time.perf_counter() - start
-    cost = _cost(compiled)
 
     for _ in range(max(warmup, 1)):
-        jax.block_until_ready(compiled(variables, images))
-    probe = _timed_loop(compiled, (variables, images), 1, sync_each=True)[0]
+        jax.block_until_ready(call(*args))
+    probe = _timed_loop(call, args, 1, sync_each=True)[0]
     iterations = int(np.clip(time_budget_s / 2 / max(probe, 1e-6), min_iterations,
                              max_iterations))
-    elapsed = _timed_loop(compiled, (variables, images), iterations, sync_each=False)
-    latencies_ms = np.asarray(
-        _timed_loop(compiled, (variables, images), iterations, sync_each=True)) * 1e3
+    elapsed = _timed_loop(call, args, iterations, sync_each=False)
+    latencies_ms = np.asarray(_timed_loop(call, args, iterations, sync_each=True)) * 1e3
     fps = batch_size * iterations / elapsed
 
     peak = device_peak(device.device_kind)
@@ -155,6 +172,7 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
     achieved_tbps = cost["bytes"] * iterations / elapsed / 1e12
     result = {
         "model": model_name,
+        "runtime": runtime_name,
         "device": f"{device.platform}:{device.device_kind}",
         "num_devices_visible": jax.device_count(),
         "mesh": (None if mesh is None else
@@ -181,12 +199,15 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
         "roofline_memory_fraction": (round(achieved_tbps / peak["hbm_tbps"], 4)
                                      if peak else None),
     }
-    printer(f"{model_name} on {result['device']}: {result['resolution']}, batch {batch_size}, "
-            f"{dtype}, BatchNorm folded: {num_folded if fold_batchnorm else 'no'}")
+    printer(f"{model_name} on {result['device']} through {runtime_name}: "
+            f"{result['resolution']}, batch {batch_size}, {dtype}, BatchNorm folded: "
+            f"{num_folded if fold_batchnorm else 'no'}")
     if mesh is not None:
         printer(f"  mesh {result['mesh']} ({mesh.size} devices), input {input_spec}; XLA cost "
                 "figures per device")
-    printer(f"  compile {compile_s:.2f} s; {iterations} timed iterations after {warmup} warm-up")
+    setup = ("compile" if runtime_name == "xla" else
+             f"convert to {deploy.RUNTIMES[runtime_name]} + load")
+    printer(f"  {setup} {compile_s:.2f} s; {iterations} timed iterations after {warmup} warm-up")
     printer(f"  {fps:.2f} FPS; latency mean {result['latency_ms_mean']:.2f} ms, "
             f"p50 {result['latency_ms_p50']:.2f} ms, p90 {result['latency_ms_p90']:.2f} ms")
     printer(f"  {params:,} params; {result['gmacs']:.2f} GMACs per image; "
@@ -231,4 +252,4 @@ def benchmark(config, workdir: str | None = None) -> dict[str, Any]:
         model_kwargs=kwargs, resolution=b.resolution, batch_size=int(b.batch_size),
         dtype=b.dtype, fold_batchnorm=bool(b.fold_batchnorm), warmup=int(b.warmup),
         time_budget_s=float(b.time_budget_s), min_iterations=int(b.min_iterations),
-        seed=int(config.seed), mesh=_config_mesh(config))
+        seed=int(config.seed), mesh=_config_mesh(config), runtime_name=str(b.runtime))

@@ -28,8 +28,9 @@ flags.DEFINE_enum("mode", "train", list(MODES),
                   "train: train (resuming from --workdir) and evaluate; "
                   "evaluate: evaluate the latest checkpoint in --workdir; "
                   "predict: label the images of config.predict.input with it; "
-                  "benchmark: time the inference forward (config.benchmark); "
-                  "export: serialize the latest checkpoint as one program (config.export).")
+                  "benchmark: time the inference forward through XLA, ONNX Runtime or LiteRT "
+                  "(config.benchmark); export: the latest checkpoint as one jax, ONNX or "
+                  "LiteRT file (config.export).")
 flags.DEFINE_bool("traceback", False, "Show the full traceback of configuration and data errors.")
 flags.DEFINE_bool("verbose", False, "Also show library and INFO logs (TensorFlow start-up, "
                   "metric writers, checkpointing).")

@@ -162,3 +162,24 @@ def get_config():
     config.optimizer.learning_rate = 0.001
     return config
 """
+
+
+def parity_variables(model_name: str, parity_dir, input_shape=(1, 64, 128, 3)):
+    """(model, variables) with 19 classes: the official code's regenerated parity weights
+    where a fixture exists (the synergy model shares DeepLabv3+'s), else random ones scaled
+    so the logits stay O(1-100) and vary (MSFNet's deep trunk needs He scaling for that)."""
+    import json
+
+    from segjax import inference, models
+    from segjax.tools import parity
+
+    source = "deeplabv3plus_r50" if model_name.startswith("synergy") else model_name
+    manifest = pathlib.Path(parity_dir) / f"{source}.json"
+    model = models.build(model_name, 19)
+    if not manifest.exists():
+        scale = None if model_name == "msfnet" else 0.05
+        return model, inference.random_variables(model, input_shape, scale=scale)
+    meta = json.loads(manifest.read_text())
+    _, variables = convert.convert_for_model(source, parity.make_state_dict(meta["manifest"]),
+                                             meta["num_classes"])
+    return model, variables

@@ -109,6 +109,19 @@ def test_export_round_trip_with_symbolic_batch():
         exported.call(jnp.zeros((1, 64, 64, 3), jnp.uint8))
 
 
+@pytest.mark.parametrize("runtime_name", ["onnxruntime", "litert"])
+def test_benchmark_through_other_runtimes(runtime_name):
+    lines = []
+    result = benchmark.run_benchmark("fassdnet_l2", 19, resolution="64x128", warmup=1,
+                                     time_budget_s=0.2, min_iterations=3,
+                                     runtime_name=runtime_name, printer=lines.append)
+    assert result["runtime"] == runtime_name and result["fps"] > 0
+    assert f"through {runtime_name}" in lines[0] and "convert to" in lines[1]
+    with pytest.raises(ValueError, match="config.benchmark.runtime"):
+        benchmark.run_benchmark("fassdnet_l2", 19, resolution="64x128", dtype="bfloat16",
+                                runtime_name=runtime_name)
+
+
 def test_benchmark_prints_the_protocol_figures():
     lines = []
     result = benchmark.run_benchmark("ddrnet23_slim", 19, resolution="64x128", batch_size=2,

@@ -215,20 +215,32 @@ class PReLU(nn.Module):
 
 
 def _separable_window(x: jax.Array, init: float, op, kernel_size: IntPair,
-                      stride: IntPair | None, padding: IntPair) -> jax.Array:
+                      stride: IntPair | None, padding: IntPair, rank3: bool = False
+                      ) -> jax.Array:
     """A kh×kw window reduction as a kh×1 pass then a 1×kw pass (same output size).
 
     A box sum or max is separable, so each output reads kh + kw values instead of kh·kw:
     32× fewer for MSFNet's 65×65 pools, 4× for DAPPM's 17×17. A Python-scalar init lets
-    JAX use the differentiable reduce_window_sum/max primitives.
+    JAX use the differentiable reduce_window_sum/max primitives. `rank3` reduces each axis
+    of a 3-D view instead (free reshapes): an exported max pool then has the at most three
+    spatial dimensions ONNX Runtime's MaxPool accepts; XLA runs box sums of 4-D windows up
+    to 2× faster, so sums keep them.
     """
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
-    x = jax.lax.reduce_window(x, init, op, (1, kh, 1, 1), (1, sh, 1, 1),
-                              ((0, 0), (ph, ph), (0, 0), (0, 0)))
-    return jax.lax.reduce_window(x, init, op, (1, 1, kw, 1), (1, 1, sw, 1),
-                                 ((0, 0), (0, 0), (pw, pw), (0, 0)))
+    if not rank3:
+        x = jax.lax.reduce_window(x, init, op, (1, kh, 1, 1), (1, sh, 1, 1),
+                                  ((0, 0), (ph, ph), (0, 0), (0, 0)))
+        return jax.lax.reduce_window(x, init, op, (1, 1, kw, 1), (1, 1, sw, 1),
+                                     ((0, 0), (0, 0), (pw, pw), (0, 0)))
+    n, h, w, c = x.shape
+    x = jax.lax.reduce_window(x.reshape(n, h, w * c), init, op, (1, kh, 1), (1, sh, 1),
+                              ((0, 0), (ph, ph), (0, 0)))
+    h = x.shape[1]
+    x = jax.lax.reduce_window(x.reshape(n * h, w, c), init, op, (1, kw, 1), (1, sw, 1),
+                              ((0, 0), (pw, pw), (0, 0)))
+    return x.reshape(n, h, x.shape[1], c)
 
 
 def avg_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
@@ -242,7 +254,8 @@ def avg_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
 def max_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
              padding: IntPair = 0) -> jax.Array:
     """MaxPool2d(ceil_mode=False): padding acts as -inf, sizes floor."""
-    return _separable_window(x, -jnp.inf, jax.lax.max, kernel_size, stride, padding)
+    return _separable_window(x, -jnp.inf, jax.lax.max, kernel_size, stride, padding,
+                             rank3=True)
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:

@@ -1,10 +1,11 @@
 """Benchmark table: `run.py --mode=benchmark` for every registered model at several sizes.
 
     python -m segjax.tools.bench_models [--resolutions 512x1024,1024x2048] \
-        [--models ddrnet23_slim,bcmfnet] [--dtype float32] [--time_budget_s 10] \
-        [--warmup 2] [--min_iterations 3] [--json_out results.jsonl]
+        [--models ddrnet23_slim,bcmfnet] [--runtimes xla,onnxruntime,litert] \
+        [--dtype float32] [--time_budget_s 10] [--warmup 2] [--min_iterations 3] \
+        [--json_out results.jsonl]
 
-Each (model, resolution) runs the documented command in its own process, with the model's
+Each (model, resolution, runtime) runs the documented command in its own process, with the model's
 Cityscapes config (its constructor arguments as the paper timed them), so the figures are
 exactly what a user gets from that command and one model's memory never weighs on the next.
 Prints a Markdown table (the one in benchmarks.md) and, with --json_out, every JSON line.
@@ -27,6 +28,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     flags.DEFINE_list("resolutions", ["512x1024", "1024x2048"], "HxW sizes to time.")
     flags.DEFINE_list("models", [], "Registry names; default: every segmentation model.")
+    flags.DEFINE_list("runtimes", ["xla"], "xla, onnxruntime, litert (config.benchmark.runtime).")
     flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
     flags.DEFINE_integer("batch_size", 1, "Images per call.")
     flags.DEFINE_float("time_budget_s", 10.0, "Timing budget per run (seconds).")
@@ -36,7 +38,7 @@ def define_flags():
     flags.DEFINE_string("json_out", None, "Append each run's JSON line to this file.")
 
 
-def run_one(config: pathlib.Path, resolution: str) -> dict:
+def run_one(config: pathlib.Path, resolution: str, runtime: str = "xla") -> dict:
     """One `run.py --mode=benchmark` process; returns its final JSON line."""
     with tempfile.TemporaryDirectory() as workdir:
         command = [
@@ -58,23 +60,29 @@ def run_one(config: pathlib.Path, resolution: str) -> dict:
 
 
 def markdown_row(result: dict, config: pathlib.Path) -> str:
-    return (f"| {result['model']} | {config.name} | {result['resolution']} | {result['dtype']} | "
+    return (f"| {result['model']} | {config.name} | {result['runtime']} | {result['resolution']} | "
+            f"{result['dtype']} | "
             f"{result['fps']:.2f} | {result['latency_ms_p50']:.0f} | "
             f"{result['latency_ms_p90']:.0f} | {result['compile_s']:.0f} | "
             f"{result['params'] / 1e6:.2f} | {result['gmacs']:.1f} |")
 
 
-HEADER = ("| model | config | H×W | dtype | FPS | p50 ms | p90 ms | compile s | params M | "
-          "GMACs (XLA) |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+HEADER = ("| model | config | runtime | H×W | dtype | FPS | p50 ms | p90 ms | compile s | "
+          "params M | GMACs (XLA) |\n|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from segjax import runtime
+    from segjax import deploy, runtime
     from segjax.tools.aot import config_for_model
 
     names = FLAGS.models or runtime.segmentation_models()
+    for name in FLAGS.runtimes:
+        try:
+            deploy.check_runtime(name)
+        except ValueError as e:
+            sys.exit(f"error: --runtimes: {e}")
     try:
         configs = {name: config_for_model(name) for name in names}
     except FileNotFoundError as e:
@@ -82,14 +90,15 @@ def main(argv):
     rows = []
     for name in names:
         for resolution in FLAGS.resolutions:
-            result = run_one(configs[name], resolution)
-            rows.append(markdown_row(result, configs[name]))
-            print(f"{name} {resolution}: {result['fps']:.2f} FPS "
-                  f"(p50 {result['latency_ms_p50']:.0f} ms, compile {result['compile_s']:.0f} s)",
-                  flush=True)
-            if FLAGS.json_out:
-                with open(FLAGS.json_out, "a") as out:
-                    out.write(json.dumps(result) + "\n")
+            for runtime_name in FLAGS.runtimes:
+                result = run_one(configs[name], resolution, runtime_name)
+                rows.append(markdown_row(result, configs[name]))
+                print(f"{name} {resolution} {runtime_name}: {result['fps']:.2f} FPS "
+                      f"(p50 {result['latency_ms_p50']:.0f} ms, compile "
+                      f"{result['compile_s']:.0f} s)", flush=True)
+                if FLAGS.json_out:
+                    with open(FLAGS.json_out, "a") as out:
+                        out.write(json.dumps(result) + "\n")
     print(f"\n{HEADER}\n" + "\n".join(rows))
 
 
