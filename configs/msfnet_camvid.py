@@ -18,7 +18,9 @@ import ml_collections
 from configs import common, default
 
 
-def get_config():
+def get_config(variant=None):
+    """`variant="cpu"`: the from-scratch 2-core CPU protocol (configs/common.py); whole
+    360×480 frames instead of the 1024×768 resize."""
     config = common.camvid(default.get_config(), crop=(768, 1024), global_batch_size=12,
                            steps=700 * (common.CAMVID_TRAIN_IMAGES // 12))
     config.data.resize_long_edge = 1024
@@ -39,4 +41,4 @@ def get_config():
     config.loss.cbs.epsilon = 1
     config.loss.cbs.label_mode = "extra_class"
     common.adam_cosine(config, 1e-4, end_learning_rate=1e-6, weight_decay=2.5e-5)
-    return config.lock()
+    return common.variant(config, variant, "msfnet_camvid").lock()

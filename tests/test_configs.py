@@ -10,7 +10,8 @@ from configs import common
 RECIPES = sorted(p.stem for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
                  if p.stem not in ("__init__", "default", "common"))
 CPU_VARIANTS = {"ddrnet23slim_camvid": "ohem", "bcmfnet_camvid": "ohem",
-                "fassdnet_l2_camvid": "bootstrap", "fassdnet_camvid": "bootstrap"}
+                "fassdnet_l2_camvid": "bootstrap", "fassdnet_camvid": "bootstrap",
+                "msfnet_camvid": "ce"}
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -29,6 +30,7 @@ def test_camvid_cpu_variant_keeps_the_recipe_loss(recipe, loss):
         8, 2400, (360, 480))
     assert cpu.loss.name == full.loss.name == loss
     assert cpu.model.name == full.model.name and cpu.loss.bcl.weight == full.loss.bcl.weight
+    assert cpu.loss.cbs.weight == full.loss.cbs.weight and cpu.data.resize_long_edge == 0
     assert cpu.optimizer.learning_rate == full.optimizer.learning_rate
     weights = dict(zip(range(11), cpu.loss.class_weights))
     assert weights[10] > weights[2] > 1 > weights[3]  # Bicyclist > Pole > 1 > Road

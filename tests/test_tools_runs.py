@@ -42,6 +42,22 @@ def test_plot_runs_reads_scalars_and_writes_the_figure(tmp_path, capsys):
     assert "second: 0 loss points, 1 evaluations, best val mIoU 38.00" in printed
 
 
+def test_wall_time_leaves_out_the_time_a_run_stood_stopped(tmp_path):
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    for points in ([(10, 1000.0), (70, 1060.0)], [(80, 5000.0), (100, 5030.0)]):  # a restart
+        writer = EventFileWriter(str(tmp_path))
+        for step, wall in points:
+            value = summary_pb2.Summary.Value(tag="train/loss", simple_value=1.0)
+            writer.add_event(event_pb2.Event(wall_time=wall, step=step,
+                                             summary=summary_pb2.Summary(value=[value])))
+        writer.close()
+    run = plot_runs.read_run(tmp_path)
+    assert run.loss.steps == [10, 70, 80, 100]
+    assert run.loss.minutes == pytest.approx([0.0, 1.0, 1.0, 1.5])
+
+
 def test_plot_runs_names_a_folder_that_is_no_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert plot_runs.main([str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")]) == 2

@@ -5,7 +5,8 @@
 
 Reads what a run already writes: the TensorBoard scalars (`train/loss`, `eval/miou`, with
 their wall times) and, where the event files lack an evaluation, `eval_step_<N>.json`.
-Wall time is minutes since the run's first logged step, so restarts count their own time.
+Wall time is minutes of running since the run's first logged step: the time a run stood
+stopped between a stop and its restart (one event file per start) is left out.
 """
 
 from __future__ import annotations
@@ -35,14 +36,21 @@ class Run:
 
 
 def read_scalars(workdir: pathlib.Path) -> dict[str, dict[int, tuple[float, float]]]:
-    """tag -> step -> (wall time s, value) from every event file in `workdir` (last wins)."""
+    """tag -> step -> (running wall time s, value) from every event file in `workdir` (last
+    wins); each file's times are moved back by the idle time before it started."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tensorboard loads TensorFlow if present
     from tensorboard.backend.event_processing import event_file_loader
     from tensorboard.util import tensor_util
 
     tags: dict[str, dict[int, tuple[float, float]]] = {}
-    for path in sorted(workdir.glob("events.out.tfevents.*")):
-        for event in event_file_loader.EventFileLoader(str(path)).Load():
+    files = [[e for e in event_file_loader.EventFileLoader(str(path)).Load() if e.summary.value]
+             for path in workdir.glob("events.out.tfevents.*")]
+    idle, previous_end = 0.0, None
+    for events in sorted((f for f in files if f), key=lambda f: f[0].wall_time):
+        if previous_end is not None:
+            idle += max(events[0].wall_time - previous_end, 0.0)
+        previous_end = events[-1].wall_time
+        for event in events:
             for value in event.summary.value:
                 if value.HasField("tensor"):
                     array = tensor_util.make_ndarray(value.tensor)
@@ -53,7 +61,8 @@ def read_scalars(workdir: pathlib.Path) -> dict[str, dict[int, tuple[float, floa
                     number = float(value.simple_value)
                 else:
                     continue
-                tags.setdefault(value.tag, {})[int(event.step)] = (event.wall_time, number)
+                tags.setdefault(value.tag, {})[int(event.step)] = (event.wall_time - idle,
+                                                                   number)
     return tags
 
 
