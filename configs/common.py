@@ -91,6 +91,17 @@ CAMVID_CLASS_SHARES = (0.17538, 0.24215, 0.01023, 0.32960, 0.04671, 0.10124, 0.0
                        0.01173, 0.06107, 0.00666, 0.00304)
 
 
+def hardnet_bootstrap_loss(config):
+    """FC-HarDNet's bootstrapped_cross_entropy2d, which FASSD-Net keeps: per image, the pixel
+    losses above 0.3, at least the 4096 largest; no class weights, no auxiliary head."""
+    config.loss.name = "bootstrap"
+    config.loss.bootstrap.thresh = 0.3
+    config.loss.bootstrap.min_kept = 4096
+    config.loss.class_weights = ()
+    config.loss.aux.weight = 0.0
+    return config
+
+
 def sqrt_median_frequency_weights(shares):
     """sqrt(median share / share) per class, scaled to average 1 over the pixels: the square
     root of SegNet's median-frequency balancing, which lifts thin classes (CamVid's Pole

@@ -21,11 +21,5 @@ def get_config():
     config.model.kwargs = ml_collections.ConfigDict({"alpha": 2})
     common.bgr_imagenet_input(config)
     common.sgd_poly(config, 0.02)
-    # FC-HarDNet's bootstrapped_cross_entropy2d: per image, the pixel losses above 0.3, at
-    # least the 4096 largest; no class weights, no auxiliary head.
-    config.loss.name = "bootstrap"
-    config.loss.bootstrap.thresh = 0.3
-    config.loss.bootstrap.min_kept = 4096
-    config.loss.class_weights = ()
-    config.loss.aux.weight = 0.0
+    common.hardnet_bootstrap_loss(config)
     return config.lock()

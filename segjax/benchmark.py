@@ -147,11 +147,11 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
 
     start = time.perf_counter()
     lowered = jitted.lower(variables, images)
-    cost = _cost(lowered)
     if runtime_name == "xla":
         call, args = lowered.compile(), (variables, images)
         cost = _cost(call)
     else:
+        cost = _cost(lowered)  # XLA's count of the same graph, uncompiled
         blob = deploy.serialize(lambda x: forward(variables, x),
                                 jax.ShapeDtypeStruct(shape, np.float32),
                                 deploy.RUNTIMES[runtime_name])
