@@ -3,14 +3,16 @@
 | format | file | runtime | made by |
 |---|---|---|---|
 | `jax` | `.jaxexport` (StableHLO) | XLA, through `jax.export` | jax |
-| `onnx` | `.onnx` | ONNX Runtime, TensorRT | jax2onnx, from the jaxpr |
+| `onnx` | `.onnx` | ONNX Runtime, TensorRT | jax2onnx, from the jaxpr; then `onnx_rewrite` |
 | `tflite` | `.tflite` | LiteRT (TFLite) interpreter | jax2tf + tensorflow's TFLite converter |
 
 `serialize(fn, example, format)` bakes whatever `fn` closes over (the weights) into the file;
 `load(blob, format)` returns a numpy-in, numpy-out callable run by that format's runtime.
 jax and ONNX files take any batch; a LiteRT file has the batch of `example` (the converter
 cannot lower a batch-dependent gather). jax2tf + tf2onnx was tried for ONNX and rejected:
-jax2tf now emits one opaque XlaCallModule op, which tf2onnx cannot convert.
+jax2tf now emits one opaque XlaCallModule op, which tf2onnx cannot convert. Both converters
+trace depthwise convolutions as convolution ops (`layers.native_depthwise`), which their
+runtimes run natively; XLA gets them as fused taps.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
+
+from segjax.models import layers
 
 FORMATS = ("jax", "onnx", "tflite")
 SUFFIXES = {"jax": ".jaxexport", "onnx": ".onnx", "tflite": ".tflite"}
@@ -53,9 +57,10 @@ def serialize(fn: Callable, example: jax.ShapeDtypeStruct, fmt: str, *,
         (batch,) = jax.export.symbolic_shape("batch")
         spec = jax.ShapeDtypeStruct((batch, *example.shape[1:]), example.dtype)
         return bytes(jax.export.export(jax.jit(fn))(spec).serialize())
-    if fmt == "onnx":
-        return _to_onnx(fn, example)
-    return _to_tflite(fn, example, float16_weights)
+    with layers.native_depthwise():  # both runtimes have depthwise conv kernels
+        if fmt == "onnx":
+            return _to_onnx(fn, example)
+        return _to_tflite(fn, example, float16_weights)
 
 
 def load(blob: bytes, fmt: str, threads: int | None = None) -> Callable[[np.ndarray],
@@ -133,6 +138,8 @@ def _to_onnx(fn: Callable, example: jax.ShapeDtypeStruct) -> bytes:
     except ImportError as e:
         raise ImportError(f"ONNX export needs jax2onnx ({e}); install it with "
                           f"`{JAX2ONNX_INSTALL}`") from None
+    from segjax import onnx_rewrite
+
     original = _library_attributes()
 
     def traced(x):
@@ -143,7 +150,7 @@ def _to_onnx(fn: Callable, example: jax.ShapeDtypeStruct) -> bytes:
     with _quiet("jax2onnx", "onnx_ir"):
         proto = to_onnx(traced, [spec], model_name="segjax", opset=ONNX_OPSET,
                         input_names=["input"], output_names=["output"])
-    return proto.SerializeToString()
+    return onnx_rewrite.simplify(proto).SerializeToString()
 
 
 def _to_tflite(fn: Callable, example: jax.ShapeDtypeStruct, float16_weights: bool) -> bytes:

@@ -122,6 +122,19 @@ def test_benchmark_through_other_runtimes(runtime_name):
                                 runtime_name=runtime_name)
 
 
+def test_bench_models_sweeps_each_runtime(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "segjax.tools.bench_models", "--models=fassdnet_l2",
+         "--resolutions=64x128", "--runtimes=xla,onnxruntime", "--warmup=0",
+         "--min_iterations=1", "--time_budget_s=0.1", f"--json_out={out}"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["runtime"] for r in rows] == ["xla", "onnxruntime"]
+    assert "| fassdnet_l2 | fassdnet_l2_cityscapes.py | onnxruntime | 64x128 |" in done.stdout
+
+
 def test_benchmark_prints_the_protocol_figures():
     lines = []
     result = benchmark.run_benchmark("ddrnet23_slim", 19, resolution="64x128", batch_size=2,

@@ -361,6 +361,33 @@ def test_stride2_conv_pads_symmetrically():
     assert float(y[0, 0, 0, 0]) == 4.0  # the (1, 1) tap: one row/col of padding on top-left
 
 
+@pytest.mark.parametrize("kernel, padding", [(3, None), ((3, 1), None), (5, 1)])
+def test_depthwise_conv_as_taps_equals_the_grouped_convolution(kernel, padding):
+    conv = layers.conv2d(6, kernel, padding=padding, groups=6, use_bias=True)
+    grouped = nn.Conv(6, conv.kernel_size, padding=conv.padding, feature_group_count=6)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 9, 6)), jnp.float32)
+    variables = conv.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+        jnp.shape, grouped.init(jax.random.key(0), x))
+    variables = jax.tree.map(lambda v: v + 0.1, variables)  # a non-zero bias
+
+    def loss(module, v, x):
+        return jnp.sum(jnp.sin(module.apply(v, x)))
+
+    taps = jax.make_jaxpr(lambda v, x: conv.apply(v, x))(variables, x)
+    assert "conv_general_dilated" not in str(taps)
+    np.testing.assert_allclose(conv.apply(variables, x), grouped.apply(variables, x),
+                               atol=1e-5)
+    for got, want in zip(jax.grad(loss, (1, 2))(conv, variables, x),
+                         jax.grad(loss, (1, 2))(grouped, variables, x)):
+        jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, atol=1e-4), got, want)
+    with layers.native_depthwise():  # exported files keep the op their runtimes accelerate
+        assert "conv_general_dilated" in str(jax.make_jaxpr(conv.apply)(variables, x))
+    strided = layers.conv2d(6, 3, 2, groups=6)
+    assert "conv_general_dilated" in str(jax.make_jaxpr(strided.apply)(
+        strided.init(jax.random.key(0), x), x))
+
+
 @pytest.mark.parametrize("kind", ["unbiased", "biased"])
 def test_batchnorm_uses_pytorch_momentum_eps_and_running_variance(kind):
     bn = layers.BatchNorm(use_running_average=False)

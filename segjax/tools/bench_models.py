@@ -49,6 +49,7 @@ def run_one(config: pathlib.Path, resolution: str, runtime: str = "xla") -> dict
             f"--config.benchmark.time_budget_s={FLAGS.time_budget_s}",
             f"--config.benchmark.warmup={FLAGS.warmup}",
             f"--config.benchmark.min_iterations={FLAGS.min_iterations}",
+            f"--config.benchmark.runtime={runtime}",
         ]
         done = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
                               timeout=FLAGS.timeout_s)

@@ -23,6 +23,7 @@ import numpy as np
 from flax import traverse_util
 
 from segjax import cli, models
+from segjax.models import layers
 
 __all__ = ["compiled_flops", "conv_gmacs", "inference_model", "main", "param_table",
            "summarize"]
@@ -54,7 +55,8 @@ def compiled_flops(fn, *args) -> float:
 def conv_gmacs(model, variables, resolution: tuple[int, int]) -> float:
     """Multiply-adds of every convolution of the batch-1 forward, traced only (no compile)."""
     x = jax.ShapeDtypeStruct((1, *resolution, 3), jnp.float32)
-    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    with layers.native_depthwise():  # depthwise convs count as the convs they are
+        jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
     total = 0
 
     def walk(inner_jaxpr):
