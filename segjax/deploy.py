@@ -11,8 +11,8 @@
 jax and ONNX files take any batch; a LiteRT file has the batch of `example` (the converter
 cannot lower a batch-dependent gather). jax2tf + tf2onnx was tried for ONNX and rejected:
 jax2tf now emits one opaque XlaCallModule op, which tf2onnx cannot convert. Both converters
-trace depthwise convolutions as convolution ops (`layers.native_depthwise`), which their
-runtimes run natively; XLA gets them as fused taps.
+trace the model for their runtime (`layers.lowering_for`): depthwise convolutions stay
+convolution ops, and LiteRT files get pools as 2-D windows, which XNNPACK runs natively.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def serialize(fn: Callable, example: jax.ShapeDtypeStruct, fmt: str, *,
         (batch,) = jax.export.symbolic_shape("batch")
         spec = jax.ShapeDtypeStruct((batch, *example.shape[1:]), example.dtype)
         return bytes(jax.export.export(jax.jit(fn))(spec).serialize())
-    with layers.native_depthwise():  # both runtimes have depthwise conv kernels
+    with layers.lowering_for(fmt):
         if fmt == "onnx":
             return _to_onnx(fn, example)
         return _to_tflite(fn, example, float16_weights)

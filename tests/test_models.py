@@ -352,6 +352,32 @@ def test_max_pool_pads_with_minus_infinity():
     np.testing.assert_array_equal(got, [[-1, -2], [-5, -6]])
 
 
+@pytest.mark.parametrize("pool, args, windows", [(layers.avg_pool, (2, 2), 1),
+                                                  (layers.avg_pool, (5, 2, 2), 2),
+                                                  (layers.max_pool, (3, 2, 1), 1)])
+def test_litert_lowering_writes_pools_as_one_window(pool, args, windows):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 9, 12, 3)), jnp.float32)
+    with layers.lowering_for("tflite"):  # padded average pools keep their two 1-D passes
+        lowered = jax.make_jaxpr(lambda x: pool(x, *args))(x)
+        got = pool(x, *args)
+    assert str(lowered).count("reduce_window") == windows
+    np.testing.assert_allclose(got, pool(x, *args), atol=1e-5)
+    with pytest.raises(ValueError, match="lowering 'tensorrt'"):
+        with layers.lowering_for("tensorrt"):
+            pass
+
+
+def test_litert_lowering_writes_prelu_without_a_select():
+    prelu = layers.PReLU()
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 4, 4, 3)), jnp.float32)
+    variables = {"params": {"alpha": jnp.asarray([0.1, -0.2, 0.3])}}
+    with layers.lowering_for("tflite"):
+        lowered, got = jax.make_jaxpr(prelu.apply)(variables, x), prelu.apply(variables, x)
+    assert "select" not in str(lowered) and "select" in str(jax.make_jaxpr(prelu.apply)(
+        variables, x))
+    np.testing.assert_array_equal(got, prelu.apply(variables, x))
+
+
 def test_stride2_conv_pads_symmetrically():
     conv = layers.conv2d(1, 3, 2)
     x = jnp.zeros((1, 6, 6, 1)).at[0, 0, 0, 0].set(1.0)
@@ -381,7 +407,7 @@ def test_depthwise_conv_as_taps_equals_the_grouped_convolution(kernel, padding):
     for got, want in zip(jax.grad(loss, (1, 2))(conv, variables, x),
                          jax.grad(loss, (1, 2))(grouped, variables, x)):
         jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, atol=1e-4), got, want)
-    with layers.native_depthwise():  # exported files keep the op their runtimes accelerate
+    with layers.lowering_for("onnx"):  # exported files keep the op their runtimes accelerate
         assert "conv_general_dilated" in str(jax.make_jaxpr(conv.apply)(variables, x))
     strided = layers.conv2d(6, 3, 2, groups=6)
     assert "conv_general_dilated" in str(jax.make_jaxpr(strided.apply)(

@@ -55,18 +55,28 @@ def running_variance(kind: str) -> Iterator[None]:
         _running_variance.reset(token)
 
 
-_depthwise_as_taps = contextvars.ContextVar("depthwise_as_taps", default=True)
+LOWERINGS = ("jax", "onnx", "tflite")
+_lowering = contextvars.ContextVar("lowering", default="jax")
 
 
 @contextlib.contextmanager
-def native_depthwise() -> Iterator[None]:
-    """Trace `DepthwiseConv`s as convolution ops, for files whose runtimes have depthwise
-    kernels (ONNX Runtime, LiteRT's XNNPACK); XLA runs them faster as taps."""
-    token = _depthwise_as_taps.set(False)
+def lowering_for(fmt: str) -> Iterator[None]:
+    """Trace layers as the ops the runtime of `fmt` (a `deploy` format) runs fastest.
+
+    "jax" (the default): depthwise convs as fused taps, pools as two 1-D window passes.
+    "onnx" and "tflite": depthwise convs stay convolution ops, which ONNX Runtime and XNNPACK
+    run natively; "tflite" also writes max pools and unpadded average pools as one 2-D
+    window, which the TFLite converter turns into MAX_POOL_2D / AVERAGE_POOL_2D (it keeps a
+    1-D pass as an op XNNPACK does not run), and PReLU without a select. Read when the
+    forward is traced.
+    """
+    if fmt not in LOWERINGS:
+        raise ValueError(f"lowering {fmt!r}; choose one of {LOWERINGS}")
+    token = _lowering.set(fmt)
     try:
         yield
     finally:
-        _depthwise_as_taps.reset(token)
+        _lowering.reset(token)
 
 
 def _pair(v: IntPair) -> tuple[int, int]:
@@ -129,14 +139,14 @@ class DepthwiseConv(nn.Conv):
 
     XLA's CPU grouped convolution ran MSFNet's 3×3 depthwise convs at 0.6 GFLOP/s (110 ms
     for one 64×128×512 map; 5.5 ms as taps, which XLA fuses into one loop). Strided, dilated
-    or channel-multiplying uses, and traces under `native_depthwise`, stay convolutions.
+    or channel-multiplying uses, and traces for other runtimes (`lowering_for`), stay convolutions.
     """
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
         channels = inputs.shape[-1]
         padding = self.padding
-        if (not _depthwise_as_taps.get() or inputs.ndim != 4 or self.mask is not None
+        if (_lowering.get() != "jax" or inputs.ndim != 4 or self.mask is not None
                 or not channels == self.features == self.feature_group_count
                 or tuple(_pair(self.strides or 1)) != (1, 1)
                 or tuple(_pair(self.kernel_dilation or 1)) != (1, 1)
@@ -255,8 +265,19 @@ class PReLU(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         alpha = self.param("alpha", nn.initializers.constant(self.init_value),
                            (x.shape[-1],), precise_dtype(self.dtype))
-        x = x.astype(self.dtype)
-        return jnp.where(x >= 0, x, alpha.astype(self.dtype) * x)
+        x, alpha = x.astype(self.dtype), alpha.astype(self.dtype)
+        if _lowering.get() == "tflite":  # max/min/mul/add run in XNNPACK; a select does not
+            return jnp.maximum(x, 0) + alpha * jnp.minimum(x, 0)
+        return jnp.where(x >= 0, x, alpha * x)
+
+
+def _window(x: jax.Array, init: float, op, kernel_size: IntPair, stride: IntPair | None,
+            padding: IntPair) -> jax.Array:
+    """A kh×kw window reduction in one pass."""
+    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    return jax.lax.reduce_window(x, init, op, (1, kh, kw, 1), (1, sh, sw, 1),
+                                 ((0, 0), (ph, ph), (pw, pw), (0, 0)))
 
 
 def _separable_window(x: jax.Array, init: float, op, kernel_size: IntPair,
@@ -292,13 +313,18 @@ def avg_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
              padding: IntPair = 0) -> jax.Array:
     """AvgPool2d(count_include_pad=True, ceil_mode=False): zero padding counts, sizes floor."""
     kh, kw = _pair(kernel_size)
-    summed = _separable_window(x, 0.0, jax.lax.add, kernel_size, stride, padding)
+    if _lowering.get() == "tflite" and _pair(padding) == (0, 0):
+        summed = _window(x, 0.0, jax.lax.add, kernel_size, stride, padding)
+    else:
+        summed = _separable_window(x, 0.0, jax.lax.add, kernel_size, stride, padding)
     return summed / jnp.asarray(kh * kw, x.dtype)
 
 
 def max_pool(x: jax.Array, kernel_size: IntPair, stride: IntPair | None = None,
              padding: IntPair = 0) -> jax.Array:
     """MaxPool2d(ceil_mode=False): padding acts as -inf, sizes floor."""
+    if _lowering.get() == "tflite":
+        return _window(x, -jnp.inf, jax.lax.max, kernel_size, stride, padding)
     return _separable_window(x, -jnp.inf, jax.lax.max, kernel_size, stride, padding,
                              rank3=True)
 

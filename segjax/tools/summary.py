@@ -55,7 +55,7 @@ def compiled_flops(fn, *args) -> float:
 def conv_gmacs(model, variables, resolution: tuple[int, int]) -> float:
     """Multiply-adds of every convolution of the batch-1 forward, traced only (no compile)."""
     x = jax.ShapeDtypeStruct((1, *resolution, 3), jnp.float32)
-    with layers.native_depthwise():  # depthwise convs count as the convs they are
+    with layers.lowering_for("onnx"):  # depthwise convs count as the convs they are
         jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
     total = 0
 
