@@ -34,33 +34,38 @@ def precise_dtype(dtype: Dtype) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+@contextlib.contextmanager
+def _setting(variable: contextvars.ContextVar, value: str, choices: tuple[str, ...],
+             what: str) -> Iterator[None]:
+    """`variable` = `value` for the duration; a value outside `choices` is refused."""
+    if value not in choices:
+        raise ValueError(f"{what} {value!r}; choose one of {choices}")
+    token = variable.set(value)
+    try:
+        yield
+    finally:
+        variable.reset(token)
+
+
 RUNNING_VARIANCES = ("unbiased", "biased")
 _running_variance = contextvars.ContextVar("running_variance", default="unbiased")
 
 
-@contextlib.contextmanager
-def running_variance(kind: str) -> Iterator[None]:
+def running_variance(kind: str) -> contextlib.AbstractContextManager:
     """Which batch variance train-mode BatchNorms fold into their running `var`.
 
     "unbiased" (the default) is PyTorch's BatchNorm2d: var·n/(n−1), n the values per
     channel, which every official trainer of these models used. "biased" is Flax's
     `nn.BatchNorm`. Read when the forward is traced, so wrap the traced code.
     """
-    if kind not in RUNNING_VARIANCES:
-        raise ValueError(f"running variance {kind!r}; choose one of {RUNNING_VARIANCES}")
-    token = _running_variance.set(kind)
-    try:
-        yield
-    finally:
-        _running_variance.reset(token)
+    return _setting(_running_variance, kind, RUNNING_VARIANCES, "running variance")
 
 
 LOWERINGS = ("jax", "onnx", "tflite")
 _lowering = contextvars.ContextVar("lowering", default="jax")
 
 
-@contextlib.contextmanager
-def lowering_for(fmt: str) -> Iterator[None]:
+def lowering_for(fmt: str) -> contextlib.AbstractContextManager:
     """Trace layers as the ops the runtime of `fmt` (a `deploy` format) runs fastest.
 
     "jax" (the default): depthwise convs as fused taps, pools as two 1-D window passes.
@@ -70,13 +75,7 @@ def lowering_for(fmt: str) -> Iterator[None]:
     1-D pass as an op XNNPACK does not run), and PReLU without a select. Read when the
     forward is traced.
     """
-    if fmt not in LOWERINGS:
-        raise ValueError(f"lowering {fmt!r}; choose one of {LOWERINGS}")
-    token = _lowering.set(fmt)
-    try:
-        yield
-    finally:
-        _lowering.reset(token)
+    return _setting(_lowering, fmt, LOWERINGS, "lowering")
 
 
 def _pair(v: IntPair) -> tuple[int, int]:
