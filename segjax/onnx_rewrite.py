@@ -200,12 +200,16 @@ def activation_ops(model: onnx.ModelProto) -> None:
 
 
 def drop_unused(graph) -> None:
-    """Removes nodes none of whose outputs is read, until none is left."""
+    """Removes nodes none of whose outputs is read, until none is left, then the initializers
+    nothing reads (ONNX Runtime warns about each one when it loads the file)."""
     while True:
         read = {name for node in graph.node for name in node.input}
         read.update(output.name for output in graph.output)
         kept = [node for node in graph.node if any(out in read for out in node.output)]
         if len(kept) == len(graph.node):
-            return
+            break
         del graph.node[:]
         graph.node.extend(kept)
+    used = [init for init in graph.initializer if init.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(used)

@@ -28,6 +28,9 @@ def _run(blob, x):
 def test_bilinear_resize_becomes_one_resize(align_corners, size):
     blob, ops = _onnx(lambda x: layers.resize_bilinear(x, size, align_corners), (1, 9, 10, 4))
     assert ops["Resize"] == 1 and not ops["Gather"] and not ops["Sub"]
+    graph = onnx.load_from_string(blob).graph
+    read = {name for node in graph.node for name in node.input}
+    assert all(init.name in read for init in graph.initializer)  # none left behind
     attrs = {a.name: onnx.helper.get_attribute_value(a)
              for n in onnx.load_from_string(blob).graph.node if n.op_type == "Resize"
              for a in n.attribute}
