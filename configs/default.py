@@ -103,6 +103,13 @@ def get_config() -> ml_collections.ConfigDict:
     # (PyTorch's BatchNorm2d, as in every official trainer here) or the "biased" one (Flax's).
     config.bn_running_variance = "unbiased"
 
+    # On CPU, XLA runs convolutions on its "eigen" kernels or on "ynnpack" (XLA's default);
+    # neither wins everywhere (segjax/xla_cpu.py): Eigen for every model's inference, YNNPACK
+    # for training except the HarDNet family (configs/common.py:hardnet_cpu_training).
+    config.cpu_kernels = ml_collections.ConfigDict()
+    config.cpu_kernels.train = "ynnpack"
+    config.cpu_kernels.inference = "eigen"
+
     config.mesh = ml_collections.ConfigDict()
     config.mesh.shape = (-1,)
     config.mesh.axes = ("data",)

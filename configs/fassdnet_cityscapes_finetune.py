@@ -29,4 +29,5 @@ def get_config():
     common.bgr_imagenet_input(config)
     common.sgd_poly(config, FINETUNE_LR)
     common.hardnet_bootstrap_loss(config)
+    common.hardnet_cpu_training(config)
     return config.lock()

@@ -19,4 +19,5 @@ def get_config(variant=None):
     common.bgr_imagenet_input(config)
     common.sgd_poly(config, 0.02)
     common.hardnet_bootstrap_loss(config)
+    common.hardnet_cpu_training(config)
     return common.variant(config, variant, "fassdnet_l2_camvid").lock()

@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from segjax import deploy, inference, models, runtime, sharding
+from segjax import deploy, inference, models, runtime, sharding, xla_cpu
 
 __all__ = ["DEVICE_PEAKS", "device_peak", "parse_resolution", "run_benchmark"]
 
@@ -101,15 +101,17 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
                   fold_batchnorm: bool = True, warmup: int = 5, time_budget_s: float = 10.0,
                   min_iterations: int = 5, max_iterations: int = 10_000, seed: int = 0,
                   mesh: jax.sharding.Mesh | None = None, runtime_name: str = "xla",
-                  printer=print) -> dict[str, Any]:
+                  cpu_kernels: str = "eigen", printer=print) -> dict[str, Any]:
     """Time the inference forward of a registry model; returns (and prints) the figures.
 
     Without `mesh`, on one device (the papers' protocol); with one, sharded over it (see
-    the module docstring). XLA's cost figures are then per device."""
+    the module docstring). XLA's cost figures are then per device. `cpu_kernels`: the
+    convolution kernels XLA compiles to on CPU (`xla_cpu`)."""
     if dtype not in BENCHMARK_DTYPES:
         raise ValueError(f"config.benchmark.dtype={dtype!r}; choose "
                          f"{' or '.join(BENCHMARK_DTYPES)}")
     deploy.check_runtime(runtime_name)
+    options = xla_cpu.compiler_options(cpu_kernels, "cpu_kernels.inference")
     if runtime_name != "xla" and (dtype != "float32" or mesh is not None):
         raise ValueError(f"config.benchmark.runtime={runtime_name!r} times float32 on one "
                          "device: drop config.benchmark.dtype / config.mesh, or use runtime=xla")
@@ -136,14 +138,15 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
     if mesh is None:
         variables = jax.device_put(variables, device)
         images = jax.device_put(images, device)
-        jitted = jax.jit(forward)
+        jitted = jax.jit(forward, compiler_options=options)
     else:
         device = mesh.devices.flat[0]
         repl = sharding.replicated(mesh)
         image_sharding = jax.sharding.NamedSharding(mesh, input_spec)
         variables = jax.device_put(variables, repl)
         images = jax.device_put(images, image_sharding)
-        jitted = jax.jit(forward, in_shardings=(repl, image_sharding))
+        jitted = jax.jit(forward, in_shardings=(repl, image_sharding),
+                         compiler_options=options)
 
     start = time.perf_counter()
     lowered = jitted.lower(variables, images)
@@ -173,6 +176,7 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
     result = {
         "model": model_name,
         "runtime": runtime_name,
+        "cpu_kernels": cpu_kernels if runtime_name == "xla" and device.platform == "cpu" else None,
         "device": f"{device.platform}:{device.device_kind}",
         "num_devices_visible": jax.device_count(),
         "mesh": (None if mesh is None else
@@ -205,7 +209,8 @@ def run_benchmark(model_name: str, num_classes: int, *, model_kwargs: dict | Non
     if mesh is not None:
         printer(f"  mesh {result['mesh']} ({mesh.size} devices), input {input_spec}; XLA cost "
                 "figures per device")
-    setup = ("compile" if runtime_name == "xla" else
+    setup = ("compile" + (f" ({cpu_kernels} convolutions)" if result["cpu_kernels"] else "")
+             if runtime_name == "xla" else
              f"convert to {deploy.RUNTIMES[runtime_name]} + load")
     printer(f"  {setup} {compile_s:.2f} s; {iterations} timed iterations after {warmup} warm-up")
     printer(f"  {fps:.2f} FPS; latency mean {result['latency_ms_mean']:.2f} ms, "
@@ -252,4 +257,5 @@ def benchmark(config, workdir: str | None = None) -> dict[str, Any]:
         model_kwargs=kwargs, resolution=b.resolution, batch_size=int(b.batch_size),
         dtype=b.dtype, fold_batchnorm=bool(b.fold_batchnorm), warmup=int(b.warmup),
         time_budget_s=float(b.time_budget_s), min_iterations=int(b.min_iterations),
-        seed=int(config.seed), mesh=_config_mesh(config), runtime_name=str(b.runtime))
+        seed=int(config.seed), mesh=_config_mesh(config), runtime_name=str(b.runtime),
+        cpu_kernels=str(config.cpu_kernels.inference))

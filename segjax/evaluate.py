@@ -18,11 +18,11 @@ import numpy as np
 from absl import logging
 
 from data_pipelines.metadata import IGNORE_LABEL
-from segjax import inference, metrics, runtime, sharding
+from segjax import inference, metrics, runtime, sharding, xla_cpu
 
 
 def make_eval_step(predictor: inference.Predictor, num_classes: int, mesh,
-                   ignore_label: int = IGNORE_LABEL):
+                   ignore_label: int = IGNORE_LABEL, compiler_options: dict | None = None):
     """Jitted (variables, batch) -> (confusion matrix, uint8 predictions)."""
 
     def eval_step(variables, batch):
@@ -35,7 +35,8 @@ def make_eval_step(predictor: inference.Predictor, num_classes: int, mesh,
     repl = sharding.replicated(mesh)
     pixels = sharding.batch_sharding(mesh, ndim=3)  # P("data"[, "spatial"]): bands of rows
     batch = {"image": pixels, "label": pixels, "mask": sharding.batch_sharding(mesh)}
-    return jax.jit(eval_step, in_shardings=(repl, batch), out_shardings=(repl, pixels))
+    return jax.jit(eval_step, in_shardings=(repl, batch), out_shardings=(repl, pixels),
+                   compiler_options=compiler_options)
 
 
 def overlay_panels(images, labels, preds, info) -> np.ndarray:
@@ -58,7 +59,9 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
 
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     predictor = runtime.predictor(config, model)
-    eval_step = make_eval_step(predictor, info.num_classes, mesh, info.ignore_label)
+    eval_step = make_eval_step(
+        predictor, info.num_classes, mesh, info.ignore_label,
+        xla_cpu.compiler_options(config.cpu_kernels.inference, "cpu_kernels.inference"))
     accumulator = metrics.ConfusionAccumulator(info.num_classes)
     writer = None
     if config.get("eval_write_predictions", ""):

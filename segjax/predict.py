@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from segjax import inference
+from segjax import inference, xla_cpu
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LABEL_FORMATS = ("trainids", "labelids")
@@ -44,7 +44,8 @@ def list_images(pattern: str) -> list[pathlib.Path]:
 
 def predict_images(predictor: inference.Predictor, variables, files, out_dir, info, *,
                    label_format: str = "trainids", overlays: bool = True,
-                   show_progress: bool = False) -> dict[str, Any]:
+                   show_progress: bool = False, compiler_options: dict | None = None
+                   ) -> dict[str, Any]:
     """Writes `labels/`, `color/` and (optionally) `overlay/` PNGs for every file."""
     import cv2
 
@@ -65,7 +66,7 @@ def predict_images(predictor: inference.Predictor, variables, files, out_dir, in
     folders = ["labels", "color"] + (["overlay"] if overlays else [])
     for folder in folders:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    labels_of = jax.jit(predictor.labels)
+    labels_of = jax.jit(predictor.labels, compiler_options=compiler_options)
     sizes = set()
     for path in tqdm(files, desc="predict", unit="img", disable=not show_progress):
         rgb = imread(path, cv2.IMREAD_COLOR_RGB, "image")
@@ -92,11 +93,13 @@ def predict(config, workdir: str) -> dict[str, Any]:
     if p.label_format not in LABEL_FORMATS:
         raise ValueError(f"config.predict.label_format={p.label_format!r}; choose "
                          f"{' or '.join(LABEL_FORMATS)}")
+    options = xla_cpu.compiler_options(config.cpu_kernels.inference, "cpu_kernels.inference")
     out_dir = pathlib.Path(p.output_dir or pathlib.Path(workdir) / "predictions")
     restored = runtime.restore(config, workdir)
     result = predict_images(restored.predictor, restored.variables, files, out_dir,
                             restored.info, label_format=p.label_format,
-                            overlays=bool(p.overlays), show_progress=True)
+                            overlays=bool(p.overlays), show_progress=True,
+                            compiler_options=options)
     print(f"step {restored.step}: wrote {result['num_images']} predictions to {out_dir} "
           f"(labels/ as {p.label_format}, color/, {'overlay/' if p.overlays else ''})",
           flush=True)

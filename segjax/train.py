@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from segjax import checkpoint, evaluate, inference, logs, losses, runtime, sharding
+from segjax import checkpoint, evaluate, inference, logs, losses, runtime, sharding, xla_cpu
 from segjax import workdir as workdir_lib
 from segjax.models import layers
 
@@ -108,14 +108,16 @@ def make_optimizer(opt_cfg, num_steps: int) -> tuple[optax.GradientTransformatio
 
 def make_train_step(model, tx, schedule, loss_cfg, mesh,
                     norm: inference.InputNorm | None = None, *,
-                    running_variance: str = "unbiased", return_grads: bool = False):
+                    running_variance: str = "unbiased", return_grads: bool = False,
+                    compiler_options: dict | None = None):
     """One SGD step on a batch-sharded global batch; BatchNorm sees the global batch.
 
     The batch holds uint8 frames and labels as the pipeline ships them; `norm` turns the
     frames into network input inside the step (float images are taken as normalised;
     None: ImageNet mean/std, the configs' default). `running_variance` is
     `config.bn_running_variance`. `return_grads` adds the gradients as a third output,
-    for checking the step against a reference.
+    for checking the step against a reference. `compiler_options`: `xla_cpu.compiler_options`
+    of `config.cpu_kernels.train`.
     """
     norm = norm or inference.InputNorm()
 
@@ -145,7 +147,18 @@ def make_train_step(model, tx, schedule, loss_cfg, mesh,
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh, ndim=3)
     outputs = (repl, repl, repl) if return_grads else (repl, repl)
     return jax.jit(train_step, in_shardings=(repl, data), out_shardings=outputs,
-                   donate_argnums=0)
+                   donate_argnums=0, compiler_options=compiler_options)
+
+
+def train_step_for(config, model, tx, schedule, mesh):
+    """`make_train_step` with everything a recipe sets: its loss, input normalisation,
+    BatchNorm convention and CPU convolution kernels."""
+    return make_train_step(
+        model, tx, schedule, losses.for_global_batch(config.loss, config.global_batch_size),
+        mesh, inference.InputNorm.from_config(config.data),
+        running_variance=config.bn_running_variance,
+        compiler_options=xla_cpu.compiler_options(config.cpu_kernels.train, "cpu_kernels.train",
+                                                  mesh.devices.flat[0].platform))
 
 
 def init_state(model, tx, rng, input_shape, mesh) -> TrainState:
@@ -179,6 +192,8 @@ def setup(config, workdir: str) -> Setup:
     if config.bn_running_variance not in layers.RUNNING_VARIANCES:
         raise ValueError(f"config.bn_running_variance={config.bn_running_variance!r}; choose "
                          f"one of {layers.RUNNING_VARIANCES}")
+    for field in ("train", "inference"):  # a bad choice fails before anything is written
+        xla_cpu.compiler_options(config.cpu_kernels[field], f"cpu_kernels.{field}")
     mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
     sharding.check_batch_size(config.global_batch_size, mesh, height=config.data.crop_size[0])
     model = runtime.build_model(config, info.num_classes)
@@ -293,10 +308,7 @@ def _train_loop(config, workdir, s: Setup, train_iter, stop_at_step):
     if initial_step == 0 and jax.process_index() == 0:
         (pathlib.Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
         writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
-    loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
-    train_step = make_train_step(s.model, s.tx, s.schedule, loss_cfg, s.mesh,
-                                 inference.InputNorm.from_config(config.data),
-                                 running_variance=config.bn_running_variance)
+    train_step = train_step_for(config, s.model, s.tx, s.schedule, s.mesh)
     num_steps = int(config.num_train_steps)
     hooks = []
     progress = logs.Progress(num_steps, writer, config.log_every_steps, initial_step)

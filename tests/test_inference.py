@@ -149,6 +149,7 @@ def test_benchmark_prints_the_protocol_figures():
     assert last["fps"] > 0 and last["latency_ms_p90"] >= last["latency_ms_p50"] > 0
     assert last["params"] == 5_695_987  # inference graph: aux head dropped
     assert last["iterations"] >= 3 and last["folded_batchnorms"] == 43
+    assert last["cpu_kernels"] == "eigen" and "compile (eigen convolutions)" in lines[1]
     # 1024x2048 costs 36.35 GMACs; 64x128 is 1/256 of the pixels.
     assert 36.35 / 256 * 0.8 < last["gmacs"] < 36.35 / 256 * 1.3
 

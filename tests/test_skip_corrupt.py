@@ -174,8 +174,8 @@ def test_evaluation_leaves_skipped_frames_out_and_reports_them(broken, tmp_path)
     config = _config(root, True)
     config.eval_batch_size = 8
     default = default_config.get_config()
-    config.update({"model": default.model, **{k: default[k] for k in default
-                                               if k.startswith("eval_")}})
+    config.update({"model": default.model, "cpu_kernels": default.cpu_kernels,
+                   **{k: default[k] for k in default if k.startswith("eval_")}})
     info = pipeline.dataset_info(config)
     mesh = sharding.make_mesh((-1,), ("data",), devices=jax.devices()[:8])
     result, _ = evaluate.run_evaluation(_ConstantModel(), {}, config, mesh, info=info)

@@ -132,7 +132,7 @@ def compile_train_step(config, devices: Sequence[Any], mesh_shape: tuple[int, in
     import jax.numpy as jnp
 
     from data_pipelines import metadata
-    from segjax import inference, losses, runtime, sharding, train
+    from segjax import runtime, sharding, train
 
     n = len(devices)
     batch = int(config.global_batch_size)
@@ -151,9 +151,7 @@ def compile_train_step(config, devices: Sequence[Any], mesh_shape: tuple[int, in
     num_classes = metadata.get_info(config.dataset.name).num_classes
     model = runtime.build_model(config, num_classes)
     tx, schedule = train.make_optimizer(config.optimizer, config.num_train_steps)
-    loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
-    step = train.make_train_step(model, tx, schedule, loss_cfg, mesh,
-                                 inference.InputNorm.from_config(config.data))
+    step = train.train_step_for(config, model, tx, schedule, mesh)
 
     start = time.perf_counter()
     state = jax.eval_shape(lambda rng: train.init_state(model, tx, rng, (1, height, width, 3),

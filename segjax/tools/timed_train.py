@@ -42,7 +42,7 @@ def step_rate(config, num_steps: int) -> tuple[float, float]:
     import numpy as np
 
     from data_pipelines import metadata
-    from segjax import inference, losses, runtime, sharding, train
+    from segjax import runtime, sharding, train
 
     info = metadata.get_info(config.dataset.name)
     mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
@@ -50,10 +50,7 @@ def step_rate(config, num_steps: int) -> tuple[float, float]:
     tx, schedule = train.make_optimizer(config.optimizer, max(config.num_train_steps, 1))
     height, width = config.data.crop_size
     state = train.init_state(model, tx, jax.random.key(0), (1, height, width, 3), mesh)
-    loss_cfg = losses.for_global_batch(config.loss, config.global_batch_size)
-    step = train.make_train_step(model, tx, schedule, loss_cfg, mesh,
-                                 inference.InputNorm.from_config(config.data),
-                                 running_variance=config.bn_running_variance)
+    step = train.train_step_for(config, model, tx, schedule, mesh)
     rng = np.random.default_rng(0)
     local = config.global_batch_size // jax.process_count()
     batch = sharding.to_global({
