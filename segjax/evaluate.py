@@ -61,7 +61,7 @@ def run_evaluation(model, variables, config, mesh, *, info, num_images_to_log: i
     predictor = runtime.predictor(config, model)
     eval_step = make_eval_step(
         predictor, info.num_classes, mesh, info.ignore_label,
-        xla_cpu.compiler_options(config.cpu_kernels.inference, "cpu_kernels.inference"))
+        xla_cpu.for_config(config, "inference", mesh.devices.flat[0].platform))
     accumulator = metrics.ConfusionAccumulator(info.num_classes)
     writer = None
     if config.get("eval_write_predictions", ""):

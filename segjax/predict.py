@@ -93,7 +93,7 @@ def predict(config, workdir: str) -> dict[str, Any]:
     if p.label_format not in LABEL_FORMATS:
         raise ValueError(f"config.predict.label_format={p.label_format!r}; choose "
                          f"{' or '.join(LABEL_FORMATS)}")
-    options = xla_cpu.compiler_options(config.cpu_kernels.inference, "cpu_kernels.inference")
+    options = xla_cpu.for_config(config, "inference")
     out_dir = pathlib.Path(p.output_dir or pathlib.Path(workdir) / "predictions")
     restored = runtime.restore(config, workdir)
     result = predict_images(restored.predictor, restored.variables, files, out_dir,

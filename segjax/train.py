@@ -116,8 +116,8 @@ def make_train_step(model, tx, schedule, loss_cfg, mesh,
     frames into network input inside the step (float images are taken as normalised;
     None: ImageNet mean/std, the configs' default). `running_variance` is
     `config.bn_running_variance`. `return_grads` adds the gradients as a third output,
-    for checking the step against a reference. `compiler_options`: `xla_cpu.compiler_options`
-    of `config.cpu_kernels.train`.
+    for checking the step against a reference. `compiler_options`: `xla_cpu.for_config(config,
+    "train")`.
     """
     norm = norm or inference.InputNorm()
 
@@ -157,8 +157,7 @@ def train_step_for(config, model, tx, schedule, mesh):
         model, tx, schedule, losses.for_global_batch(config.loss, config.global_batch_size),
         mesh, inference.InputNorm.from_config(config.data),
         running_variance=config.bn_running_variance,
-        compiler_options=xla_cpu.compiler_options(config.cpu_kernels.train, "cpu_kernels.train",
-                                                  mesh.devices.flat[0].platform))
+        compiler_options=xla_cpu.for_config(config, "train", mesh.devices.flat[0].platform))
 
 
 def init_state(model, tx, rng, input_shape, mesh) -> TrainState:
@@ -193,7 +192,7 @@ def setup(config, workdir: str) -> Setup:
         raise ValueError(f"config.bn_running_variance={config.bn_running_variance!r}; choose "
                          f"one of {layers.RUNNING_VARIANCES}")
     for field in ("train", "inference"):  # a bad choice fails before anything is written
-        xla_cpu.compiler_options(config.cpu_kernels[field], f"cpu_kernels.{field}")
+        xla_cpu.for_config(config, field)
     mesh = sharding.make_mesh(config.mesh.shape, config.mesh.axes)
     sharding.check_batch_size(config.global_batch_size, mesh, height=config.data.crop_size[0])
     model = runtime.build_model(config, info.num_classes)

@@ -38,3 +38,8 @@ def compiler_options(kernels: str, field: str = "cpu_kernels", platform: str | N
     if kernels == "ynnpack" or (platform or jax.default_backend()) != "cpu":
         return {}
     return dict(_EIGEN_CONVOLUTIONS)
+
+
+def for_config(config, use: str, platform: str | None = None) -> dict[str, str]:
+    """`compiler_options` of `config.cpu_kernels.<use>` ("train" or "inference")."""
+    return compiler_options(config.cpu_kernels[use], f"cpu_kernels.{use}", platform)
